@@ -1,0 +1,180 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// DefaultAgentName is the Agent a Task uses when spec.agentRef is empty.
+const DefaultAgentName = "default"
+
+// StopAnnotation, set to "true" on a Task, stops it in any phase that is not
+// terminal: a queued Task never starts, a running Task's Job is deleted.
+const StopAnnotation = "kubeopencode.io/stop"
+
+// TaskPhase is a simple, high-level summary of where a Task is in its life.
+// +kubebuilder:validation:Enum=Pending;Queued;Running;Completed;Failed
+type TaskPhase string
+
+const (
+	// TaskPhasePending: the Task waits for something it needs (its Agent, a
+	// ConfigMap, a Secret, the init images); a condition says what.
+	TaskPhasePending TaskPhase = "Pending"
+	// TaskPhaseQueued: the Agent's maxConcurrentTasks is reached; the Task
+	// starts when a slot frees, in creation order.
+	TaskPhaseQueued TaskPhase = "Queued"
+	// TaskPhaseRunning: the Task's Job exists and has not finished.
+	TaskPhaseRunning TaskPhase = "Running"
+	// TaskPhaseCompleted: the agent exited 0.
+	TaskPhaseCompleted TaskPhase = "Completed"
+	// TaskPhaseFailed: the Task cannot or did not succeed; the Succeeded
+	// condition says why.
+	TaskPhaseFailed TaskPhase = "Failed"
+)
+
+// IsTerminal reports whether the phase is final.
+func (p TaskPhase) IsTerminal() bool {
+	return p == TaskPhaseCompleted || p == TaskPhaseFailed
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Namespaced,shortName=tk,categories=kubeopencode
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Agent",type=string,JSONPath=`.status.agent`
+// +kubebuilder:printcolumn:name="Job",type=string,JSONPath=`.status.jobName`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// Task is one run of an AI coding agent: a prompt (description) and the
+// context it works on. The controller turns each Task into exactly one Job.
+// A Task's spec cannot change once created; create a new Task to run again.
+type Task struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec is what to run.
+	// +required
+	Spec TaskSpec `json:"spec"`
+
+	// Status is what happened.
+	// +optional
+	Status TaskStatus `json:"status,omitempty"`
+}
+
+// TaskSpec is what a Task runs. It is immutable.
+//
+// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="Task spec is immutable (a Task is one run): create a new Task instead of editing this one"
+// +kubebuilder:validation:XValidation:rule="has(self.description) || (has(self.contexts) && size(self.contexts) > 0)",message="a Task needs spec.description or at least one context: say what the agent should do"
+type TaskSpec struct {
+	// Description is the prompt. It becomes the top of ${WORKSPACE_DIR}/task.md.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1048576
+	Description *string `json:"description,omitempty"`
+
+	// Contexts are added after the Agent's contexts.
+	// +optional
+	// +kubebuilder:validation:MaxItems=64
+	Contexts []ContextItem `json:"contexts,omitempty"`
+
+	// AgentRef names the Agent, in the Task's namespace, that runs this Task.
+	// Default "default". The Task waits in Pending until the Agent exists.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	AgentRef string `json:"agentRef,omitempty"`
+
+	// Timeout is the budget for the run, counted from the start of execution
+	// (time in the queue does not count), for example "30m" or "2h". When it
+	// runs out the Job is stopped and the Task fails with reason
+	// DeadlineExceeded. No timeout when empty.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="timeout must be at least 1s, e.g. \"30m\""
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+}
+
+// AgentName is the Agent the Task uses: spec.agentRef or "default".
+func (t *Task) AgentName() string {
+	if t.Spec.AgentRef == "" {
+		return DefaultAgentName
+	}
+	return t.Spec.AgentRef
+}
+
+// TaskStatus is what happened to a Task.
+type TaskStatus struct {
+	// Phase is a one-word summary: Pending, Queued, Running, Completed or Failed.
+	// +optional
+	Phase TaskPhase `json:"phase,omitempty"`
+
+	// Agent is the name of the Agent the Task runs with.
+	// +optional
+	Agent string `json:"agent,omitempty"`
+
+	// JobName is the name of the Task's Job.
+	// +optional
+	JobName string `json:"jobName,omitempty"`
+
+	// StartTime is when the Job was created (the end of any queueing).
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+
+	// CompletionTime is when the Task reached Completed or Failed.
+	// +optional
+	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+
+	// ObservedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Images are the init images, pinned by digest, that the Job ran with.
+	// +optional
+	Images *TaskImages `json:"images,omitempty"`
+
+	// Repositories are the commits git-init checked out, one per Git context.
+	// +optional
+	// +listType=atomic
+	Repositories []RepositoryStatus `json:"repositories,omitempty"`
+
+	// ExitCode is the agent container's exit code, once it has exited.
+	// +optional
+	ExitCode *int32 `json:"exitCode,omitempty"`
+
+	// Conditions: Ready (inputs resolved), Queued, Succeeded, Stopped.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// TaskImages are image references pinned by digest (repository@sha256:...).
+type TaskImages struct {
+	// GitInit is the git-init image.
+	// +optional
+	GitInit string `json:"gitInit,omitempty"`
+	// ContextInit is the context-init image.
+	// +optional
+	ContextInit string `json:"contextInit,omitempty"`
+}
+
+// RepositoryStatus records what a Git context checked out.
+type RepositoryStatus struct {
+	// MountPath is the Git context's mountPath.
+	MountPath string `json:"mountPath"`
+	// Repository is the URL that was cloned.
+	Repository string `json:"repository"`
+	// Commit is the SHA that was checked out.
+	Commit string `json:"commit"`
+}
+
+// +kubebuilder:object:root=true
+
+// TaskList is a list of Tasks.
+type TaskList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Task `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Task{}, &TaskList{})
+}
