@@ -1,0 +1,82 @@
+// Command git-init clones the repository of one Git context into the pod's
+// workspace before the agent starts. Its plan comes as JSON in the
+// environment variable named by contract.GitPlanEnv; its outcome goes to the
+// termination message as a contract.Result.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/kubeopencode/kubeopencode/api/contract"
+	"github.com/kubeopencode/kubeopencode/initimages/gitinit"
+	"github.com/kubeopencode/kubeopencode/initimages/internal/initutil"
+)
+
+// Environment overrides of the retry budget, mainly for tests.
+const (
+	envRetryBudget    = "KUBEOPENCODE_GIT_RETRY_BUDGET"
+	envInitialBackoff = "KUBEOPENCODE_GIT_INITIAL_BACKOFF"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	opts := gitinit.DefaultOptions()
+	opts.Roots = initutil.AllowedRoots(initutil.DefaultCloneRoots...)
+	termPath := flag.String("termination-message-path", initutil.EnvOr(initutil.EnvTerminationMessagePath, contract.TerminationMessagePath), "file that receives the JSON result (env "+initutil.EnvTerminationMessagePath+")")
+	flag.DurationVar(&opts.RetryBudget, "retry-budget", durationEnv(envRetryBudget, opts.RetryBudget), "how long transient network errors are retried (env "+envRetryBudget+")")
+	flag.DurationVar(&opts.InitialBackoff, "initial-backoff", durationEnv(envInitialBackoff, opts.InitialBackoff), "wait after the first transient failure, doubled each time (env "+envInitialBackoff+")")
+	flag.Parse()
+
+	initutil.SetGroupUmask()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	res, err := clone(ctx, opts)
+	if err != nil {
+		res.Error = err.Error()
+		fmt.Fprintln(os.Stderr, "git-init: "+initutil.OneLine(res.Error))
+	} else {
+		fmt.Printf("git-init: checked out %s at commit %s\n", res.Repository, res.Commit)
+	}
+	if werr := initutil.WriteResult(*termPath, res); werr != nil {
+		fmt.Fprintln(os.Stderr, "git-init: "+werr.Error())
+	}
+	if err != nil {
+		return 1
+	}
+	return 0
+}
+
+func clone(ctx context.Context, opts gitinit.Options) (contract.Result, error) {
+	raw, ok := os.LookupEnv(contract.GitPlanEnv)
+	if !ok || raw == "" {
+		return contract.Result{}, fmt.Errorf("environment variable %s with the Git plan is not set", contract.GitPlanEnv)
+	}
+	plan, err := contract.DecodeGitPlan([]byte(raw))
+	if err != nil {
+		return contract.Result{}, err
+	}
+	return gitinit.Run(ctx, plan, opts)
+}
+
+func durationEnv(name string, def time.Duration) time.Duration {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "git-init: ignoring %s=%q: %v\n", name, v, err)
+		return def
+	}
+	return d
+}

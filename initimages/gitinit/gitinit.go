@@ -1,0 +1,448 @@
+// Package gitinit clones the repository of one Git context into the pod's
+// shared volume, the work of the git-init image.
+//
+// It uses go-git rather than the git binary so that the image holds a single
+// static executable and nothing it could shell out to.
+package gitinit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	git "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+		"github.com/go-git/go-git/v5/plumbing/transport"
+
+	"github.com/kubeopencode/kubeopencode/api/contract"
+	"github.com/kubeopencode/kubeopencode/initimages/internal/initutil"
+)
+
+// Options tune a run. The zero value is not useful; start from DefaultOptions.
+type Options struct {
+	// RetryBudget is how long transient network errors are retried before
+	// giving up. The first attempt always happens.
+	RetryBudget time.Duration
+	// InitialBackoff is the wait after the first failed attempt; it doubles
+	// after each further one, up to MaxBackoff.
+	InitialBackoff time.Duration
+	MaxBackoff     time.Duration
+	// DialTimeout bounds each SSH connection attempt.
+	DialTimeout time.Duration
+	// Roots are the directories Dest must lie in.
+	Roots []string
+	// Log receives warnings and progress, one line each.
+	Log io.Writer
+}
+
+// DefaultOptions returns the options used in the image.
+func DefaultOptions() Options {
+	return Options{
+		RetryBudget:    60 * time.Second,
+		InitialBackoff: time.Second,
+		MaxBackoff:     15 * time.Second,
+		DialTimeout:    30 * time.Second,
+		Roots:          initutil.DefaultCloneRoots,
+		Log:            os.Stderr,
+	}
+}
+
+const remoteName = "origin"
+
+// Run carries out plan. On success the Result names the checked-out commit
+// and the repository URL without credentials. Errors are one line, prefixed
+// with the plan's Description.
+func Run(ctx context.Context, plan *contract.GitPlan, opts Options) (contract.Result, error) {
+	res := contract.Result{}
+	what := plan.Description
+	r, err := newRun(plan, opts)
+	if r != nil {
+		res.Repository = r.url
+	}
+	if what == "" {
+		what = "Git context"
+	}
+	if err != nil {
+		return res, fmt.Errorf("%s: %w", what, err)
+	}
+	commit, err := r.cloneWithRetry(ctx)
+	if err != nil {
+		return res, fmt.Errorf("%s: %w", what, err)
+	}
+	res.Commit = commit.String()
+	return res, nil
+}
+
+// run is one git-init invocation with its plan already validated.
+type run struct {
+	plan  *contract.GitPlan
+	opts  Options
+	url   string // repository URL without credentials
+	auth  transport.AuthMethod
+	depth int
+}
+
+func newRun(plan *contract.GitPlan, opts Options) (*run, error) {
+	if opts.Log == nil {
+		opts.Log = io.Discard
+	}
+	if plan.Repository == "" {
+		return nil, errors.New("plan has no repository")
+	}
+	clean, userinfo, ep, err := parseRepository(plan.Repository)
+	if err != nil {
+		return nil, err
+	}
+	r := &run{plan: plan, opts: opts, url: clean, depth: plan.Depth}
+	if plan.Depth < 0 {
+		return r, fmt.Errorf("depth %d is negative: use 0 for full history or a positive number of commits", plan.Depth)
+	}
+	if plan.Dest == "" {
+		return r, errors.New("plan has no dest directory")
+	}
+	if _, _, err := initutil.SplitUnderRoot(plan.Dest, opts.Roots, true); err != nil {
+		return r, fmt.Errorf("dest: %w", err)
+	}
+	if plan.Path != "" {
+		if _, err := checkoutRelPath(plan.Path); err != nil {
+			return r, err
+		}
+	}
+	creds, err := readCredentials(plan.CredentialsDir)
+	if err != nil {
+		return r, err
+	}
+	r.auth, err = authFor(ep, clean, userinfo, creds, opts)
+	if err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// checkoutRelPath validates plan.Path, which is relative to the checkout.
+func checkoutRelPath(p string) (string, error) {
+	clean := filepath.Clean(strings.TrimPrefix(p, "/"))
+	for _, el := range strings.Split(p, "/") {
+		if el == ".." {
+			return "", fmt.Errorf("path %q must stay inside the repository (no \"..\")", p)
+		}
+	}
+	return clean, nil
+}
+
+func (r *run) logf(format string, args ...any) {
+	fmt.Fprintf(r.opts.Log, format+"\n", args...)
+}
+
+// cloneWithRetry runs attempts until one succeeds, a permanent error occurs
+// or the retry budget is spent.
+func (r *run) cloneWithRetry(ctx context.Context) (plumbing.Hash, error) {
+	if err := prepareDest(r.plan.Dest); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	start := time.Now()
+	backoff := r.opts.InitialBackoff
+	for attempt := 1; ; attempt++ {
+		commit, err := r.clone(ctx)
+		if err == nil {
+			if err := r.checkPath(commit); err != nil {
+				return plumbing.ZeroHash, err
+			}
+			if err := initutil.ShareTree(r.plan.Dest); err != nil {
+				return plumbing.ZeroHash, err
+			}
+			return commit, nil
+		}
+		if cerr := clearDir(r.plan.Dest); cerr != nil {
+			return plumbing.ZeroHash, fmt.Errorf("%s (and cannot clean up: %v)", describe(err, r.url), cerr)
+		}
+		if !isTransient(err) || ctx.Err() != nil {
+			return plumbing.ZeroHash, errors.New(describe(err, r.url))
+		}
+		elapsed := time.Since(start)
+		if elapsed+backoff > r.opts.RetryBudget {
+			return plumbing.ZeroHash, fmt.Errorf("gave up after %d attempts in %s: %s", attempt, elapsed.Round(100*time.Millisecond), describe(err, r.url))
+		}
+		r.logf("attempt %d failed with a transient error, retrying in %s: %s", attempt, backoff, describe(err, r.url))
+		select {
+		case <-ctx.Done():
+			return plumbing.ZeroHash, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+		if r.opts.MaxBackoff > 0 && backoff > r.opts.MaxBackoff {
+			backoff = r.opts.MaxBackoff
+		}
+	}
+}
+
+// prepareDest makes sure dest exists and is empty. A dest holding a .git
+// directory is the leftover of an earlier run of this container (the
+// kubelet restarts failed init containers) and is cleared; anything else is
+// somebody else's data and is refused.
+func prepareDest(dest string) error {
+	if err := os.MkdirAll(dest, 0o775); err != nil {
+		return fmt.Errorf("cannot create dest %s: %w", dest, err)
+	}
+	entries, err := os.ReadDir(dest)
+	if err != nil {
+		return fmt.Errorf("cannot read dest %s: %w", dest, err)
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	if _, err := os.Lstat(filepath.Join(dest, ".git")); err != nil {
+		return fmt.Errorf("dest %s is not empty: a Git context needs a directory of its own", dest)
+	}
+	return clearDir(dest)
+}
+
+// clearDir removes dir's contents but not dir, which may be a mount point.
+func clearDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// target is what a plan's ref resolved to on the remote.
+type target struct {
+	kind    string                 // "branch", "tag", "ref" or "commit"
+	name    plumbing.ReferenceName // remote ref to fetch; empty for a bare commit
+	commit  plumbing.Hash          // wanted commit when the ref was a SHA
+	display string
+}
+
+// clone is one attempt: init, list the remote, fetch what the ref needs,
+// check out. It leaves cleanup to the caller.
+func (r *run) clone(ctx context.Context) (plumbing.Hash, error) {
+	repo, err := git.PlainInit(r.plan.Dest, false)
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("cannot initialise %s: %w", r.plan.Dest, err)
+	}
+	remote, err := repo.CreateRemote(&config.RemoteConfig{Name: remoteName, URLs: []string{r.url}})
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: r.auth, PeelingOption: git.AppendPeeled})
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	t, err := resolveRef(r.plan.Ref, refs, r.url)
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	if err := r.fetch(ctx, repo, t); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	return r.checkout(repo, t)
+}
+
+func (r *run) fetch(ctx context.Context, repo *git.Repository, t target) error {
+	opts := &git.FetchOptions{
+		RemoteName: remoteName,
+		Auth:       r.auth,
+		Depth:      r.depth,
+		Tags:       git.NoTags,
+	}
+	switch t.kind {
+	case "branch":
+		short := t.name.Short()
+		opts.RefSpecs = []config.RefSpec{config.RefSpec(fmt.Sprintf("+%s:refs/remotes/%s/%s", t.name, remoteName, short))}
+	case "tag", "ref":
+		opts.RefSpecs = []config.RefSpec{config.RefSpec(fmt.Sprintf("+%s:%s", t.name, localName(t.name)))}
+	case "commit":
+		opts.RefSpecs = []config.RefSpec{config.RefSpec(fmt.Sprintf("%s:%s", t.commit, wantRef))}
+		err := repo.FetchContext(ctx, opts)
+		if err == nil || errors.Is(err, git.NoErrAlreadyUpToDate) {
+			return nil
+		}
+		if isTransient(err) || isAuthError(err) {
+			return err
+		}
+		// The server does not let clients ask for a commit that is not at
+		// a ref's tip (uploadpack.allowReachableSHA1InWant is off), or the
+		// commit does not exist. Fetch every branch and tag in full and
+		// look for it there, as git itself would have to.
+		r.logf("server refused to send commit %s directly (%v); fetching all branches and tags", t.commit, err)
+		opts.Depth = 0
+		opts.RefSpecs = []config.RefSpec{
+			config.RefSpec(fmt.Sprintf("+refs/heads/*:refs/remotes/%s/*", remoteName)),
+			"+refs/tags/*:refs/tags/*",
+		}
+	}
+	err := repo.FetchContext(ctx, opts)
+	if errors.Is(err, git.NoErrAlreadyUpToDate) {
+		return nil
+	}
+	return err
+}
+
+// localName is where a fetched remote ref is stored: branches as
+// remote-tracking branches, everything else under its own name.
+func localName(name plumbing.ReferenceName) plumbing.ReferenceName {
+	if name.IsBranch() {
+		return plumbing.NewRemoteReferenceName(remoteName, name.Short())
+	}
+	return name
+}
+
+// wantRef holds a commit fetched by SHA until it is checked out.
+const wantRef = "refs/kubeopencode/want"
+
+func (r *run) checkout(repo *git.Repository, t target) (plumbing.Hash, error) {
+	var commit plumbing.Hash
+	switch t.kind {
+	case "commit":
+		commit = t.commit
+	case "branch":
+		ref, err := repo.Reference(plumbing.NewRemoteReferenceName(remoteName, t.name.Short()), true)
+		if err != nil {
+			return commit, fmt.Errorf("branch %s was not fetched: %w", t.name.Short(), err)
+		}
+		commit = ref.Hash()
+	default:
+		ref, err := repo.Reference(localName(t.name), true)
+		if err != nil {
+			return commit, fmt.Errorf("%s was not fetched: %w", t.name, err)
+		}
+		commit = ref.Hash()
+		if tag, err := repo.TagObject(commit); err == nil {
+			c, err := tag.Commit()
+			if err != nil {
+				return commit, fmt.Errorf("tag %s does not point to a commit: %w", t.name.Short(), err)
+			}
+			commit = c.Hash
+		}
+	}
+	if _, err := repo.CommitObject(commit); err != nil {
+		if t.kind == "commit" {
+			return commit, &permanentError{fmt.Sprintf("commit %s not found in any branch or tag of %s", t.commit, r.url)}
+		}
+		return commit, fmt.Errorf("commit %s of %s is missing after fetch: %w", commit, t.display, err)
+	}
+	_ = repo.Storer.RemoveReference(wantRef)
+
+	wt, err := repo.Worktree()
+	if err != nil {
+		return commit, err
+	}
+	if t.kind == "branch" {
+		// A local branch that tracks the remote one lets the agent pull,
+		// commit and push as in any clone.
+		local := plumbing.NewBranchReferenceName(t.name.Short())
+		if err := repo.Storer.SetReference(plumbing.NewHashReference(local, commit)); err != nil {
+			return commit, err
+		}
+		if err := repo.CreateBranch(&config.Branch{Name: t.name.Short(), Remote: remoteName, Merge: t.name}); err != nil {
+			return commit, err
+		}
+		if err := wt.Checkout(&git.CheckoutOptions{Branch: local, Force: true}); err != nil {
+			return commit, fmt.Errorf("cannot check out branch %s: %w", t.name.Short(), err)
+		}
+		return commit, nil
+	}
+	if err := wt.Checkout(&git.CheckoutOptions{Hash: commit, Force: true}); err != nil {
+		return commit, fmt.Errorf("cannot check out %s: %w", t.display, err)
+	}
+	return commit, nil
+}
+
+// checkPath verifies that plan.Path exists in the checkout.
+func (r *run) checkPath(commit plumbing.Hash) error {
+	if r.plan.Path == "" {
+		return nil
+	}
+	rel, _ := checkoutRelPath(r.plan.Path)
+	if _, err := os.Lstat(filepath.Join(r.plan.Dest, rel)); err != nil {
+		ref := r.plan.Ref
+		if ref == "" {
+			ref = "HEAD"
+		}
+		return fmt.Errorf("path %q does not exist in repository %s at %s (commit %s): fix the Git context's path or ref", r.plan.Path, r.url, ref, commit)
+	}
+	return nil
+}
+
+// resolveRef decides what ref names on the remote: a branch wins over a
+// tag of the same name, as with `git clone --branch`.
+func resolveRef(ref string, refs []*plumbing.Reference, url string) (target, error) {
+	byName := map[plumbing.ReferenceName]*plumbing.Reference{}
+	for _, r := range refs {
+		byName[r.Name()] = r
+	}
+	if ref == "" || ref == "HEAD" {
+		head, ok := byName[plumbing.HEAD]
+		if !ok {
+			return target{}, &permanentError{fmt.Sprintf("%s advertises no HEAD: set the Git context's ref", url)}
+		}
+		if head.Type() == plumbing.SymbolicReference && head.Target().IsBranch() {
+			return target{kind: "branch", name: head.Target(), display: "branch " + head.Target().Short()}, nil
+		}
+		ref = head.Hash().String()
+	}
+	if strings.HasPrefix(ref, "refs/") {
+		name := plumbing.ReferenceName(ref)
+		if _, ok := byName[name]; ok {
+			switch {
+			case name.IsBranch():
+				return target{kind: "branch", name: name, display: "branch " + name.Short()}, nil
+			case name.IsTag():
+				return target{kind: "tag", name: name, display: "tag " + name.Short()}, nil
+			}
+			return target{kind: "ref", name: name, display: ref}, nil
+		}
+	} else {
+		if _, ok := byName[plumbing.NewBranchReferenceName(ref)]; ok {
+			return target{kind: "branch", name: plumbing.NewBranchReferenceName(ref), display: "branch " + ref}, nil
+		}
+		if _, ok := byName[plumbing.NewTagReferenceName(ref)]; ok {
+			return target{kind: "tag", name: plumbing.NewTagReferenceName(ref), display: "tag " + ref}, nil
+		}
+	}
+	if isFullSHA(ref) {
+		h := plumbing.NewHash(strings.ToLower(ref))
+		// A commit at the tip of a branch or tag is fetched through that
+		// ref, which every server allows, and stays shallow.
+		for _, r := range refs {
+			name := plumbing.ReferenceName(strings.TrimSuffix(r.Name().String(), "^{}"))
+			if r.Type() != plumbing.HashReference || r.Hash() != h || !(name.IsBranch() || name.IsTag()) {
+				continue
+			}
+			kind := "tag"
+			if name.IsBranch() {
+				kind = "ref" // fetch the branch but leave HEAD detached at the SHA
+			}
+			return target{kind: kind, name: name, commit: h, display: "commit " + ref}, nil
+		}
+		return target{kind: "commit", commit: h, display: "commit " + ref}, nil
+	}
+	hint := ""
+	if len(ref) >= 4 && len(ref) < 40 && isHex(ref) {
+		hint = " (a commit must be given as its full 40-character SHA)"
+	}
+	return target{}, &permanentError{fmt.Sprintf("ref %q not found in %s: no branch, tag or commit of that name%s", ref, url, hint)}
+}
+
+func isFullSHA(s string) bool { return len(s) == 40 && isHex(s) }
+
+func isHex(s string) bool {
+	for _, c := range strings.ToLower(s) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,201 @@
+// Package gittest starts real Git servers for tests: git's own smart-HTTP
+// backend behind net/http/cgi and an SSH server that runs git upload-pack.
+// Unlike the init binaries, test code may run the git executable.
+package gittest
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Env is the environment for git commands run by tests: no user or system
+// configuration, fixed identities and dates so that SHAs are reproducible,
+// and every directory trusted (repositories may belong to another UID).
+func Env(home string) []string {
+	return append(os.Environ(),
+		"HOME="+home,
+		"GIT_CONFIG_NOSYSTEM=1",
+		"GIT_CONFIG_GLOBAL=/dev/null",
+		"GIT_AUTHOR_NAME=Test", "GIT_AUTHOR_EMAIL=test@example.com",
+		"GIT_COMMITTER_NAME=Test", "GIT_COMMITTER_EMAIL=test@example.com",
+		"GIT_AUTHOR_DATE=2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z",
+		"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=safe.directory", "GIT_CONFIG_VALUE_0=*",
+	)
+}
+
+// Git runs git in dir and returns its trimmed stdout.
+func Git(tb testing.TB, dir string, args ...string) string {
+	tb.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = Env(dir)
+	out, err := cmd.Output()
+	if err != nil {
+		stderr := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		tb.Fatalf("git %s in %s: %v: %s", strings.Join(args, " "), dir, err, stderr)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// Repo is a bare repository under a server root with a known history.
+type Repo struct {
+	Root string // directory served by the test servers
+	Name string // path of the bare repository below Root, e.g. "repo.git"
+	Dir  string // Root/Name
+	// Main holds the commits of branch main, oldest first.
+	Main []string
+	// Feature is the tip of branch feature (one commit on top of Main[2]).
+	Feature string
+	// LightTag ("v0.1", lightweight) points to Main[1]; AnnotatedTag
+	// ("v1.0", annotated) to Main[2].
+	LightTag, AnnotatedTag string
+	// BigFile is the path of a large random file in Main's last commit and
+	// BigSHA256 its content's SHA-256 in hex, when requested.
+	BigFile   string
+	BigSHA256 string
+}
+
+// RepoOptions shape NewRepo's repository.
+type RepoOptions struct {
+	// BigFileSize adds a file of that many random bytes to the last commit.
+	BigFileSize int
+}
+
+// NewRepo builds a bare repository "repo.git" with five commits on main
+// (a README, a docs directory, an executable script and a symlink), a
+// branch feature, a lightweight tag v0.1 and an annotated tag v1.0.
+func NewRepo(tb testing.TB, opts RepoOptions) *Repo {
+	tb.Helper()
+	root := tb.TempDir()
+	work := filepath.Join(tb.TempDir(), "work")
+	require.NoError(tb, os.MkdirAll(work, 0o755))
+	r := &Repo{Root: root, Name: "repo.git", Dir: filepath.Join(root, "repo.git")}
+	Git(tb, work, "init", "-q", "-b", "main")
+	write := func(name, content string, mode os.FileMode) {
+		p := filepath.Join(work, name)
+		require.NoError(tb, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(tb, os.WriteFile(p, []byte(content), mode))
+	}
+	for i := 1; i <= 5; i++ {
+		switch i {
+		case 1:
+			write("README.md", "# test repository\n", 0o644)
+		case 2:
+			write("docs/guide.md", "guide\n", 0o644)
+			write("docs/nested/deep.txt", "deep\n", 0o644)
+		case 3:
+			write("run.sh", "#!/bin/sh\necho hi\n", 0o755)
+			require.NoError(tb, os.Symlink("README.md", filepath.Join(work, "link-to-readme")))
+			require.NoError(tb, os.Symlink("docs", filepath.Join(work, "link-to-docs")))
+		}
+		write("history.txt", strings.Repeat("line\n", i), 0o644)
+		if i == 5 && opts.BigFileSize > 0 {
+			big := make([]byte, opts.BigFileSize)
+			_, err := rand.Read(big)
+			require.NoError(tb, err)
+			require.NoError(tb, os.WriteFile(filepath.Join(work, "big.bin"), big, 0o644))
+			sum := sha256.Sum256(big)
+			r.BigFile, r.BigSHA256 = "big.bin", hex.EncodeToString(sum[:])
+		}
+		Git(tb, work, "add", "-A")
+		Git(tb, work, "commit", "-q", "-m", fmt.Sprintf("commit %d", i))
+		r.Main = append(r.Main, Git(tb, work, "rev-parse", "HEAD"))
+	}
+	Git(tb, work, "tag", "v0.1", r.Main[1])
+	Git(tb, work, "tag", "-a", "-m", "release 1.0", "v1.0", r.Main[2])
+	r.LightTag, r.AnnotatedTag = "v0.1", "v1.0"
+	Git(tb, work, "checkout", "-q", "-b", "feature", r.Main[2])
+	write("feature.txt", "feature\n", 0o644)
+	Git(tb, work, "add", "-A")
+	Git(tb, work, "commit", "-q", "-m", "feature")
+	r.Feature = Git(tb, work, "rev-parse", "HEAD")
+	Git(tb, work, "checkout", "-q", "main")
+	Git(tb, root, "clone", "-q", "--bare", work, r.Dir)
+	return r
+}
+
+// HTTPOptions configure an HTTP server.
+type HTTPOptions struct {
+	// Username and Password, when set, are required as basic auth.
+	Username, Password string
+	// AllowReachableSHA1 lets clients fetch any reachable commit by SHA.
+	AllowReachableSHA1 bool
+	// FailFirst answers that many requests with 503 before serving.
+	FailFirst int32
+}
+
+// HTTPServer is git http-backend served over HTTP on 127.0.0.1.
+type HTTPServer struct {
+	*httptest.Server
+	Requests atomic.Int32
+}
+
+// NewHTTPServer serves every repository below root.
+func NewHTTPServer(tb testing.TB, root string, opts HTTPOptions) *HTTPServer {
+	tb.Helper()
+	gitPath, err := exec.LookPath("git")
+	require.NoError(tb, err)
+	env := []string{
+		"GIT_PROJECT_ROOT=" + root,
+		"GIT_HTTP_EXPORT_ALL=1",
+		"GIT_CONFIG_NOSYSTEM=1",
+		"HOME=" + root,
+	}
+	cfg := [][2]string{{"safe.directory", "*"}}
+	if opts.AllowReachableSHA1 {
+		cfg = append(cfg, [2]string{"uploadpack.allowReachableSHA1InWant", "true"})
+	}
+	env = append(env, fmt.Sprintf("GIT_CONFIG_COUNT=%d", len(cfg)))
+	for i, kv := range cfg {
+		env = append(env, fmt.Sprintf("GIT_CONFIG_KEY_%d=%s", i, kv[0]), fmt.Sprintf("GIT_CONFIG_VALUE_%d=%s", i, kv[1]))
+	}
+	backend := &cgi.Handler{Path: gitPath, Args: []string{"http-backend"}, Env: env}
+	s := &HTTPServer{}
+	failed := atomic.Int32{}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.Requests.Add(1)
+		if failed.Load() < opts.FailFirst {
+			failed.Add(1)
+			http.Error(w, "try again later", http.StatusServiceUnavailable)
+			return
+		}
+		if opts.Username != "" || opts.Password != "" {
+			u, p, ok := r.BasicAuth()
+			if !ok || u != opts.Username || p != opts.Password {
+				w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+				http.Error(w, "authentication required", http.StatusUnauthorized)
+				return
+			}
+		}
+		backend.ServeHTTP(w, r)
+	}))
+	tb.Cleanup(s.Close)
+	return s
+}
+
+// ClosedPort returns a 127.0.0.1 address nothing listens on.
+func ClosedPort(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(tb, err)
+	addr := l.Addr().String()
+	require.NoError(tb, l.Close())
+	return addr
+}
