@@ -59,6 +59,7 @@ const remoteName = "origin"
 // and the repository URL without credentials. Errors are one line, prefixed
 // with the plan's Description.
 func Run(ctx context.Context, plan *contract.GitPlan, opts Options) (contract.Result, error) {
+	initutil.SetGroupUmask()
 	res := contract.Result{}
 	what := plan.Description
 	r, err := newRun(plan, opts)

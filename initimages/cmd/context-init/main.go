@@ -1,0 +1,60 @@
+// Command context-init writes a Task's text and ConfigMap contexts into the
+// pod's volumes before the agent starts. It reads a contract.ContextPlan from
+// contract.ContextPlanFile and writes a contract.Result to the termination
+// message.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/kubeopencode/kubeopencode/api/contract"
+	"github.com/kubeopencode/kubeopencode/initimages/contextinit"
+	"github.com/kubeopencode/kubeopencode/initimages/internal/initutil"
+)
+
+// envPlanFile overrides where the plan is read, mainly for tests.
+const envPlanFile = "KUBEOPENCODE_CONTEXT_PLAN_FILE"
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	planPath := flag.String("plan", initutil.EnvOr(envPlanFile, contract.ContextPlanFile), "context plan JSON (env "+envPlanFile+")")
+	termPath := flag.String("termination-message-path", initutil.EnvOr(initutil.EnvTerminationMessagePath, contract.TerminationMessagePath), "file that receives the JSON result (env "+initutil.EnvTerminationMessagePath+")")
+	flag.Parse()
+
+	initutil.SetGroupUmask()
+	opts := contextinit.DefaultOptions()
+	opts.Roots = initutil.AllowedRoots(initutil.DefaultWriteRoots...)
+
+	var res contract.Result
+	stats, err := apply(*planPath, opts)
+	if err != nil {
+		res.Error = err.Error()
+		fmt.Fprintln(os.Stderr, "context-init: "+initutil.OneLine(res.Error))
+	} else {
+		fmt.Printf("context-init: wrote %d files, skipped %d optional contexts\n", stats.Files, stats.Skipped)
+	}
+	if werr := initutil.WriteResult(*termPath, res); werr != nil {
+		fmt.Fprintln(os.Stderr, "context-init: "+werr.Error())
+	}
+	if err != nil {
+		return 1
+	}
+	return 0
+}
+
+func apply(planPath string, opts contextinit.Options) (contextinit.Stats, error) {
+	data, err := os.ReadFile(planPath)
+	if err != nil {
+		return contextinit.Stats{}, fmt.Errorf("cannot read the context plan: %w (the controller mounts it from the Task's plan ConfigMap)", err)
+	}
+	plan, err := contract.DecodeContextPlan(data)
+	if err != nil {
+		return contextinit.Stats{}, err
+	}
+	return contextinit.Apply(plan, opts)
+}
