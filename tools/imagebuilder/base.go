@@ -112,7 +112,7 @@ const (
 		"staff:x:50:\n" +
 		"nonroot:x:65532:\n"
 	// Go's resolver reads nsswitch.conf to decide between /etc/hosts and DNS.
-	nsswitch = "hosts: files dns\n"
+	nsswitch  = "hosts: files dns\n"
 	osRelease = "PRETTY_NAME=\"KubeOpenCode static (distroless-static equivalent)\"\n" +
 		"NAME=\"KubeOpenCode static\"\n" +
 		"ID=kubeopencode-static\n" +

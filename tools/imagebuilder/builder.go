@@ -26,6 +26,9 @@ type Builder struct {
 	ModuleDir string
 	// Go is the go command to run; "go" from PATH when empty.
 	Go string
+	// Env is added to the environment of the go command, for example to
+	// point GOCACHE elsewhere.
+	Env []string
 	// Epoch is the timestamp of every file and of the image configuration.
 	Epoch time.Time
 	// Version is stamped into the binary and the version label.

@@ -32,7 +32,7 @@ func (b *Builder) goBuild(ctx context.Context, importPath string, p images.Platf
 	cmd := exec.CommandContext(ctx, b.goCommand(), "build",
 		"-trimpath", "-buildvcs=false", "-ldflags="+ldflags, "-o", bin, importPath)
 	cmd.Dir = b.ModuleDir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+p.OS, "GOARCH="+p.Arch)
+	cmd.Env = append(append(os.Environ(), b.Env...), "CGO_ENABLED=0", "GOOS="+p.OS, "GOARCH="+p.Arch)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.Stdout = &stderr
