@@ -1,0 +1,69 @@
+// Command controller runs the KubeOpenCode controller: it turns each Task
+// into a Job and follows it to the end.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/kubeopencode/kubeopencode/internal/version"
+	"github.com/kubeopencode/kubeopencode/operator/internal/controller"
+	"github.com/kubeopencode/kubeopencode/operator/internal/images"
+)
+
+func main() {
+	var (
+		imgs        images.Images
+		opts        controller.Options
+		showVersion bool
+		qps         float64
+		burst       int
+	)
+	flag.StringVar(&imgs.GitInit, "git-init-image", "", "git-init image, pinned by digest (repository@sha256:...).")
+	flag.StringVar(&imgs.ContextInit, "context-init-image", "", "context-init image, pinned by digest (repository@sha256:...).")
+	flag.IntVar(&opts.Workers, "workers", 16, "Tasks reconciled in parallel.")
+	flag.DurationVar(&opts.StuckPodTimeout, "stuck-pod-timeout", controller.DefaultStuckPodTimeout, "How long a Task's pod may fail to start (image pull errors, missing Secrets, unschedulable) before the Task fails.")
+	flag.DurationVar(&opts.ImageResolveTTL, "image-resolve-ttl", 5*time.Minute, "How long a tag selected by KubeOpenCodeConfig stays resolved to the same digest.")
+	flag.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
+	flag.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
+	flag.BoolVar(&opts.LeaderElection, "leader-elect", true, "Elect a leader so that only one replica acts at a time.")
+	flag.StringVar(&opts.LeaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the controller's own).")
+	flag.Float64Var(&qps, "kube-api-qps", 200, "Queries per second to the API server.")
+	flag.IntVar(&burst, "kube-api-burst", 400, "Burst of queries to the API server.")
+	flag.BoolVar(&showVersion, "version", false, "Print the version and exit.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+
+	if showVersion {
+		fmt.Println(version.Version)
+		return
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("setup")
+	opts.Images = imgs
+	opts.Version = version.Version
+
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		log.Error(err, "Could not find the API server")
+		os.Exit(1)
+	}
+	cfg.QPS, cfg.Burst = float32(qps), burst
+	ctx := ctrl.SetupSignalHandler()
+	mgr, err := controller.NewManager(ctx, cfg, opts)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kubeopencode controller cannot start:\n%v\n", err)
+		os.Exit(1)
+	}
+	log.Info("Starting controller", "version", version.Version, "gitInitImage", imgs.GitInit, "contextInitImage", imgs.ContextInit)
+	if err := mgr.Start(ctx); err != nil {
+		log.Error(err, "Controller stopped")
+		os.Exit(1)
+	}
+}

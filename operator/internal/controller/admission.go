@@ -1,0 +1,207 @@
+package controller
+
+import (
+	"context"
+	"sort"
+	"sync"
+
+	batchv1 "k8s.io/api/batch/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
+	"github.com/kubeopencode/kubeopencode/operator/internal/jobbuilder"
+)
+
+// Field index of Tasks by the Agent they use ("<namespace>/<agent>").
+const indexTaskAgent = "kubeopencode.io/agent"
+
+func taskAgentKey(t *v1alpha1.Task) string { return t.Namespace + "/" + t.AgentName() }
+
+// admission enforces maxConcurrentTasks.
+//
+// The cache can lag behind the controller's own writes by a few
+// milliseconds, and several Tasks of one Agent may be reconciled at once,
+// so the decision is taken under a per-Agent lock, counting three things:
+// Tasks the cache shows running, Jobs the cache shows unfinished (which
+// survive a crash between creating a Job and recording it), and Tasks this
+// process admitted whose status the cache has not caught up with. A Task
+// gets a slot only if it is among the oldest waiting Tasks that fit, so the
+// queue is first in, first out.
+type admission struct {
+	mu     sync.Mutex
+	agents map[string]*agentSlots
+}
+
+type agentSlots struct {
+	mu       sync.Mutex
+	reserved map[types.UID]struct{}
+}
+
+func newAdmission() *admission { return &admission{agents: map[string]*agentSlots{}} }
+
+func (a *admission) slots(key string) *agentSlots {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.agents[key]
+	if s == nil {
+		s = &agentSlots{reserved: map[types.UID]struct{}{}}
+		a.agents[key] = s
+	}
+	return s
+}
+
+// queueState is one Agent's Tasks, split by whether they hold a slot.
+type queueState struct {
+	holding map[types.UID]bool
+	waiting []*v1alpha1.Task // oldest first
+}
+
+func (q *queueState) position(uid types.UID) int {
+	for i, t := range q.waiting {
+		if t.UID == uid {
+			return i
+		}
+	}
+	return -1
+}
+
+// state reads an Agent's queue from the cache.
+func state(ctx context.Context, c client.Reader, agentKey, namespace, agentName string, reserved map[types.UID]struct{}) (*queueState, error) {
+	var tasks v1alpha1.TaskList
+	if err := c.List(ctx, &tasks, client.InNamespace(namespace), client.MatchingFields{indexTaskAgent: agentKey}); err != nil {
+		return nil, err
+	}
+	var jobs batchv1.JobList
+	if err := c.List(ctx, &jobs, client.InNamespace(namespace), client.MatchingLabels{jobbuilder.LabelAgent: jobbuilder.LabelValue(agentName)}); err != nil {
+		return nil, err
+	}
+	// An unfinished Job holds its slot even after its Task is terminal
+	// (a FailureTarget Job whose pod is still stopping), so there are never
+	// more active Jobs than the limit. Jobs being deleted no longer count.
+	activeJob := map[types.UID]bool{}
+	for i := range jobs.Items {
+		j := &jobs.Items[i]
+		if j.DeletionTimestamp == nil && !jobFinished(j) {
+			activeJob[types.UID(j.Labels[jobbuilder.LabelTaskUID])] = true
+		}
+	}
+	q := &queueState{holding: map[types.UID]bool{}}
+	live := map[types.UID]bool{}
+	for i := range tasks.Items {
+		t := &tasks.Items[i]
+		if activeJob[t.UID] {
+			q.holding[t.UID] = true
+		}
+		if t.Status.Phase.IsTerminal() {
+			continue
+		}
+		live[t.UID] = true
+		_, mine := reserved[t.UID]
+		if mine || t.Status.JobName != "" || t.Status.Phase == v1alpha1.TaskPhaseRunning {
+			q.holding[t.UID] = true
+			continue
+		}
+		if q.holding[t.UID] || t.DeletionTimestamp != nil || t.Annotations[v1alpha1.StopAnnotation] == "true" {
+			continue
+		}
+		q.waiting = append(q.waiting, t)
+	}
+	// Reservations of Tasks that ended or vanished free their slots.
+	for uid := range reserved {
+		if !live[uid] {
+			delete(reserved, uid)
+		}
+	}
+	sort.SliceStable(q.waiting, func(i, j int) bool { return queuedBefore(q.waiting[i], q.waiting[j]) })
+	return q, nil
+}
+
+// queuedBefore orders Tasks by creation; Tasks created in the same second
+// (the API's timestamp resolution) by name, then UID, so every worker and
+// every restart sees the same order.
+func queuedBefore(a, b *v1alpha1.Task) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.Before(&b.CreationTimestamp)
+	}
+	if a.Name != b.Name {
+		return a.Name < b.Name
+	}
+	return a.UID < b.UID
+}
+
+// admit decides whether task may start now. On true the slot is reserved
+// until release is called or the Task ends; position is the Task's place in
+// the queue otherwise.
+func (a *admission) admit(ctx context.Context, c client.Reader, task *v1alpha1.Task, limit int32) (ok bool, position int, err error) {
+	if limit <= 0 {
+		return true, 0, nil
+	}
+	key := taskAgentKey(task)
+	s := a.slots(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, mine := s.reserved[task.UID]; mine {
+		return true, 0, nil
+	}
+	q, err := state(ctx, c, key, task.Namespace, task.AgentName(), s.reserved)
+	if err != nil {
+		return false, 0, err
+	}
+	if q.holding[task.UID] {
+		return true, 0, nil
+	}
+	free := int(limit) - len(q.holding)
+	pos := q.position(task.UID)
+	if pos < 0 {
+		// Not in the cache yet: queue behind everyone the cache knows.
+		pos = len(q.waiting)
+	}
+	if pos < free {
+		s.reserved[task.UID] = struct{}{}
+		return true, 0, nil
+	}
+	return false, pos - max(free, 0) + 1, nil
+}
+
+// release frees a reservation (the Task ended, was deleted, or its Job
+// could not be created).
+func (a *admission) release(task *v1alpha1.Task) {
+	s := a.slots(taskAgentKey(task))
+	s.mu.Lock()
+	delete(s.reserved, task.UID)
+	s.mu.Unlock()
+}
+
+// nextInQueue returns the oldest waiting Tasks of an Agent, at most n.
+func nextInQueue(ctx context.Context, c client.Reader, namespace, agentName string, n int) []types.NamespacedName {
+	var tasks v1alpha1.TaskList
+	if err := c.List(ctx, &tasks, client.InNamespace(namespace), client.MatchingFields{indexTaskAgent: namespace + "/" + agentName}); err != nil {
+		return nil
+	}
+	var waiting []*v1alpha1.Task
+	for i := range tasks.Items {
+		t := &tasks.Items[i]
+		if t.Status.Phase == v1alpha1.TaskPhaseQueued || (t.Status.Phase == "" || t.Status.Phase == v1alpha1.TaskPhasePending) && t.Status.JobName == "" {
+			waiting = append(waiting, t)
+		}
+	}
+	sort.SliceStable(waiting, func(i, j int) bool { return queuedBefore(waiting[i], waiting[j]) })
+	if len(waiting) > n {
+		waiting = waiting[:n]
+	}
+	out := make([]types.NamespacedName, 0, len(waiting))
+	for _, t := range waiting {
+		out = append(out, types.NamespacedName{Namespace: t.Namespace, Name: t.Name})
+	}
+	return out
+}
+
+func jobFinished(job *batchv1.Job) bool {
+	for _, c := range job.Status.Conditions {
+		if c.Status == "True" && (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) {
+			return true
+		}
+	}
+	return false
+}

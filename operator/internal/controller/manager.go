@@ -1,0 +1,115 @@
+package controller
+
+import (
+	"context"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
+	"github.com/kubeopencode/kubeopencode/operator/internal/images"
+	"github.com/kubeopencode/kubeopencode/operator/internal/jobbuilder"
+)
+
+// Options configure the controller manager.
+type Options struct {
+	Images             images.Images
+	Version            string
+	Workers            int
+	StuckPodTimeout    time.Duration
+	ImageResolveTTL    time.Duration
+	MetricsAddr        string
+	ProbeAddr          string
+	LeaderElection     bool
+	LeaderElectionNS   string
+	LeaderElectionName string
+}
+
+// Scheme knows the built-in types and the kubeopencode.io types.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(v1alpha1.AddToScheme(s))
+	return s
+}
+
+// NewManager builds the controller manager with both reconcilers.
+//
+// The cache holds only what the controller owns: Tasks, Agents and the
+// KubeOpenCodeConfig, plus the Jobs and Pods labelled as belonging to a Task.
+// ConfigMaps are read straight from the API server when a Task needs them,
+// and Secrets are never read at all, so memory does not grow with unrelated
+// objects in the cluster.
+func NewManager(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager, error) {
+	if err := o.Images.Validate(); err != nil {
+		return nil, err
+	}
+	owned, err := labels.NewRequirement(jobbuilder.LabelTaskUID, selection.Exists, nil)
+	if err != nil {
+		return nil, err
+	}
+	ownedSelector := labels.NewSelector().Add(*owned)
+	if o.Workers <= 0 {
+		o.Workers = 16
+	}
+	if o.LeaderElectionName == "" {
+		o.LeaderElectionName = "kubeopencode-controller"
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        Scheme(),
+		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:        o.ProbeAddr,
+		LeaderElection:                o.LeaderElection,
+		LeaderElectionID:              o.LeaderElectionName,
+		LeaderElectionNamespace:       o.LeaderElectionNS,
+		LeaderElectionReleaseOnCancel: true,
+		Cache: cache.Options{
+			ByObject: map[client.Object]cache.ByObject{
+				&batchv1.Job{}: {Label: ownedSelector},
+				&corev1.Pod{}:  {Label: ownedSelector},
+			},
+			DefaultTransform: cache.TransformStripManagedFields(),
+		},
+		Client: client.Options{Cache: &client.CacheOptions{
+			DisableFor: []client.Object{&corev1.ConfigMap{}, &corev1.Secret{}},
+		}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := IndexTasks(ctx, mgr); err != nil {
+		return nil, err
+	}
+	tasks := &TaskReconciler{
+		Client:          mgr.GetClient(),
+		APIReader:       mgr.GetAPIReader(),
+		Recorder:        mgr.GetEventRecorder("kubeopencode-controller"),
+		Resolver:        &images.Resolver{Defaults: o.Images, Version: o.Version, TTL: o.ImageResolveTTL},
+		StuckPodTimeout: o.StuckPodTimeout,
+	}
+	if err := tasks.SetupWithManager(mgr, o.Workers); err != nil {
+		return nil, err
+	}
+	if err := (&AgentReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}

@@ -1,0 +1,132 @@
+package controller
+
+import (
+	"context"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
+	"github.com/kubeopencode/kubeopencode/operator/internal/jobbuilder"
+)
+
+// +kubebuilder:rbac:groups=kubeopencode.io,resources=tasks;agents,verbs=get;list;watch
+// +kubebuilder:rbac:groups=kubeopencode.io,resources=tasks/status;agents/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=kubeopencode.io,resources=kubeopencodeconfigs,verbs=get;list;watch
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;create
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+
+// IndexTasks registers the field index the controllers use to find an
+// Agent's Tasks.
+func IndexTasks(ctx context.Context, mgr ctrl.Manager) error {
+	return mgr.GetFieldIndexer().IndexField(ctx, &v1alpha1.Task{}, indexTaskAgent, func(o client.Object) []string {
+		return []string{taskAgentKey(o.(*v1alpha1.Task))}
+	})
+}
+
+// SetupWithManager registers the Task controller. IndexTasks must have been called.
+func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
+	r.admission = newAdmission()
+	registerMetrics(mgr.GetCache())
+	c := mgr.GetCache()
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("task").
+		For(&v1alpha1.Task{}).
+		// A Task that ends or goes away hands its slot to the next in line.
+		Watches(&v1alpha1.Task{}, handler.Funcs{
+			UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				old, cur := e.ObjectOld.(*v1alpha1.Task), e.ObjectNew.(*v1alpha1.Task)
+				if cur.Status.Phase.IsTerminal() && !old.Status.Phase.IsTerminal() {
+					kick(ctx, c, q, cur.Namespace, cur.AgentName())
+				}
+			},
+			DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				t := e.Object.(*v1alpha1.Task)
+				kick(ctx, c, q, t.Namespace, t.AgentName())
+			},
+		}).
+		Watches(&batchv1.Job{}, handler.Funcs{
+			CreateFunc: func(ctx context.Context, e event.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				enqueueOwner(e.Object, q)
+			},
+			UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				enqueueOwner(e.ObjectNew, q)
+				if jobFinished(e.ObjectNew.(*batchv1.Job)) && !jobFinished(e.ObjectOld.(*batchv1.Job)) {
+					kick(ctx, c, q, e.ObjectNew.GetNamespace(), e.ObjectNew.GetAnnotations()[jobbuilder.AnnotationAgentName])
+				}
+			},
+			DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				enqueueOwner(e.Object, q)
+				kick(ctx, c, q, e.Object.GetNamespace(), e.Object.GetAnnotations()[jobbuilder.AnnotationAgentName])
+			},
+		}).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			name := o.GetAnnotations()[jobbuilder.AnnotationTaskName]
+			if name == "" {
+				return nil
+			}
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+		})).
+		// An Agent that appears or changes (a raised limit, say) wakes its Tasks.
+		Watches(&v1alpha1.Agent{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return openTasks(ctx, c, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexTaskAgent: o.GetNamespace() + "/" + o.GetName()})
+		})).
+		// New system images may unblock Tasks waiting for them.
+		Watches(&v1alpha1.KubeOpenCodeConfig{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return openTasks(ctx, c)
+		})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
+		Complete(r)
+}
+
+func enqueueOwner(o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	name := o.GetAnnotations()[jobbuilder.AnnotationTaskName]
+	if name == "" {
+		return
+	}
+	q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}})
+}
+
+// kick enqueues the oldest waiting Tasks of an Agent, as many as it may run.
+func kick(ctx context.Context, c client.Reader, q workqueue.TypedRateLimitingInterface[reconcile.Request], namespace, agentName string) {
+	if agentName == "" {
+		return
+	}
+	agent := &v1alpha1.Agent{}
+	if err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: agentName}, agent); err != nil {
+		return
+	}
+	n := 1
+	if agent.Spec.MaxConcurrentTasks != nil && *agent.Spec.MaxConcurrentTasks > 1 {
+		n = int(*agent.Spec.MaxConcurrentTasks)
+	}
+	for _, nn := range nextInQueue(ctx, c, namespace, agentName, n) {
+		q.Add(reconcile.Request{NamespacedName: nn})
+	}
+}
+
+func openTasks(ctx context.Context, c client.Reader, opts ...client.ListOption) []reconcile.Request {
+	var tasks v1alpha1.TaskList
+	if err := c.List(ctx, &tasks, opts...); err != nil {
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range tasks.Items {
+		t := &tasks.Items[i]
+		if !t.Status.Phase.IsTerminal() {
+			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: t.Namespace, Name: t.Name}})
+		}
+	}
+	return out
+}

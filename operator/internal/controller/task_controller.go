@@ -1,0 +1,478 @@
+// Package controller holds the reconcilers: TaskReconciler turns each Task
+// into exactly one Job and follows it to the end; AgentReconciler keeps each
+// Agent's running and queued counts.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
+	"github.com/kubeopencode/kubeopencode/operator/internal/images"
+	"github.com/kubeopencode/kubeopencode/operator/internal/jobbuilder"
+)
+
+// Timing knobs of the Task controller.
+const (
+	// recheckMissing is how often a Task waiting for a ConfigMap or for the
+	// images looks again (ConfigMaps are not watched, so that the cache
+	// never holds the cluster's ConfigMaps).
+	recheckMissing = 5 * time.Second
+	// DefaultStuckPodTimeout is how long a pod may stay unable to start
+	// (image pull errors, missing Secrets, unschedulable) before its Task fails.
+	DefaultStuckPodTimeout = 3 * time.Minute
+)
+
+// TaskReconciler turns each Task into exactly one Job and follows the Job to
+// the end, recording every outcome on the Task.
+type TaskReconciler struct {
+	// Client reads from the cache (Tasks, Agents, KubeOpenCodeConfig, and
+	// the controller's own Jobs and Pods) and writes to the API server.
+	Client client.Client
+	// APIReader reads from the API server: ConfigMaps the contexts name
+	// (never cached), and Jobs when the cache may lag.
+	APIReader client.Reader
+	Recorder  recorder.EventRecorder
+	Resolver  *images.Resolver
+	// StuckPodTimeout: see DefaultStuckPodTimeout.
+	StuckPodTimeout time.Duration
+
+	admission *admission
+	firstSeen sync.Map // types.UID -> time.Time, for the admission latency metric
+}
+
+// Reconcile moves one Task forward.
+func (r *TaskReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	task := &v1alpha1.Task{}
+	if err := r.Client.Get(ctx, req.NamespacedName, task); err != nil {
+		if apierrors.IsNotFound(err) {
+			// Reservations of vanished Tasks are dropped the next time their
+			// Agent's queue is read.
+			return reconcile.Result{}, nil
+		}
+		return reconcile.Result{}, err
+	}
+	if task.Status.Phase.IsTerminal() || task.DeletionTimestamp != nil {
+		r.admission.release(task)
+		r.firstSeen.Delete(task.UID)
+		return reconcile.Result{}, nil
+	}
+	if _, ok := r.firstSeen.Load(task.UID); !ok {
+		r.firstSeen.Store(task.UID, time.Now())
+	}
+	if task.Annotations[v1alpha1.StopAnnotation] == "true" {
+		return reconcile.Result{}, r.stop(ctx, task)
+	}
+	if task.Status.JobName != "" {
+		return r.follow(ctx, task)
+	}
+	return r.start(ctx, task)
+}
+
+// start resolves what the Task needs, waits for a slot and creates the Job.
+func (r *TaskReconciler) start(ctx context.Context, task *v1alpha1.Task) (reconcile.Result, error) {
+	logger := log.FromContext(ctx)
+	agent := &v1alpha1.Agent{}
+	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: task.Namespace, Name: task.AgentName()}, agent); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return reconcile.Result{}, err
+		}
+		// The Agent's watch brings the Task back the moment it appears.
+		return reconcile.Result{}, r.wait(ctx, task, v1alpha1.ReasonAgentNotFound, fmt.Sprintf(
+			"Agent %q does not exist in namespace %s: create it, or set spec.agentRef to an existing Agent. The Task starts as soon as the Agent exists.",
+			task.AgentName(), task.Namespace))
+	}
+
+	cms, wait, err := r.configMaps(ctx, task, agent)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if wait != nil {
+		return reconcile.Result{RequeueAfter: recheckMissing}, r.wait(ctx, task, wait.reason, wait.message)
+	}
+
+	cfg := &v1alpha1.KubeOpenCodeConfig{}
+	var sys *v1alpha1.SystemImage
+	if err := r.Client.Get(ctx, types.NamespacedName{Name: v1alpha1.ConfigName}, cfg); err == nil {
+		sys = cfg.Spec.SystemImage
+	} else if !apierrors.IsNotFound(err) {
+		return reconcile.Result{}, err
+	}
+	imgs, err := r.Resolver.Select(ctx, sys)
+	if err != nil {
+		return reconcile.Result{RequeueAfter: recheckMissing}, r.wait(ctx, task, v1alpha1.ReasonImageResolutionFailed, err.Error())
+	}
+	pull := corev1.PullIfNotPresent
+	if sys != nil && sys.ImagePullPolicy != "" {
+		pull = sys.ImagePullPolicy
+	}
+
+	out, err := jobbuilder.Build(jobbuilder.Input{
+		Task: task, Agent: agent, ConfigMaps: cms,
+		Images: jobbuilder.Images{GitInit: imgs.GitInit, ContextInit: imgs.ContextInit, PullPolicy: pull},
+	})
+	var berr *jobbuilder.Error
+	if errors.As(err, &berr) {
+		return reconcile.Result{}, r.fail(ctx, task, v1alpha1.TaskConditionReady, berr.Reason, berr.Message, nil)
+	}
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+
+	limit := int32(0)
+	if agent.Spec.MaxConcurrentTasks != nil {
+		limit = *agent.Spec.MaxConcurrentTasks
+	}
+	ok, position, err := r.admission.admit(ctx, r.Client, task, limit)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if !ok {
+		return reconcile.Result{}, r.queue(ctx, task, agent, position)
+	}
+
+	if err := r.createOwned(ctx, task, out.ConfigMap); err != nil {
+		r.admission.release(task)
+		return r.createFailed(ctx, task, err)
+	}
+	if err := r.createOwned(ctx, task, out.Job); err != nil {
+		r.admission.release(task)
+		return r.createFailed(ctx, task, err)
+	}
+	if seen, ok := r.firstSeen.Load(task.UID); ok {
+		admissionLatency.Observe(time.Since(seen.(time.Time)).Seconds())
+	}
+
+	patch := client.MergeFrom(task.DeepCopy())
+	now := metav1.Now()
+	task.Status.Phase = v1alpha1.TaskPhaseRunning
+	task.Status.Agent = agent.Name
+	task.Status.JobName = out.Job.Name
+	task.Status.StartTime = &now
+	task.Status.ObservedGeneration = task.Generation
+	task.Status.Images = &v1alpha1.TaskImages{GitInit: imgs.GitInit, ContextInit: imgs.ContextInit}
+	setCondition(task, v1alpha1.TaskConditionReady, metav1.ConditionTrue, v1alpha1.ReasonResolved, "The Agent, the contexts and the init images are resolved.")
+	if meta.FindStatusCondition(task.Status.Conditions, v1alpha1.TaskConditionQueued) != nil {
+		setCondition(task, v1alpha1.TaskConditionQueued, metav1.ConditionFalse, v1alpha1.ReasonAdmitted, "A slot under the Agent's maxConcurrentTasks is free.")
+	}
+	if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
+		return reconcile.Result{}, err
+	}
+	r.Recorder.Eventf(task, out.Job, corev1.EventTypeNormal, "Started", "CreateJob", "Created Job %s with Agent %s", out.Job.Name, agent.Name)
+	logger.V(1).Info("Started Task", "job", out.Job.Name, "agent", agent.Name)
+	return reconcile.Result{}, nil
+}
+
+// createFailed turns a failed create into the Task's outcome when no retry
+// can help (an object with the Job's name that the Task does not own, or a
+// Job the API server rejects), and into a retry otherwise.
+func (r *TaskReconciler) createFailed(ctx context.Context, task *v1alpha1.Task, err error) (reconcile.Result, error) {
+	var conflict *ownerConflict
+	if errors.As(err, &conflict) {
+		return reconcile.Result{}, r.fail(ctx, task, v1alpha1.TaskConditionReady, v1alpha1.ReasonJobNameConflict, conflict.Error(), nil)
+	}
+	if apierrors.IsInvalid(err) || apierrors.IsRequestEntityTooLargeError(err) {
+		reason := v1alpha1.ReasonInvalidContexts
+		if apierrors.IsRequestEntityTooLargeError(err) {
+			reason = v1alpha1.ReasonContextTooLarge
+		}
+		return reconcile.Result{}, r.fail(ctx, task, v1alpha1.TaskConditionReady, reason, fmt.Sprintf("Task %s/%s: the API server rejected its Job: %v", task.Namespace, task.Name, err), nil)
+	}
+	return reconcile.Result{}, err
+}
+
+type ownerConflict struct{ kind, name string }
+
+func (e *ownerConflict) Error() string {
+	return fmt.Sprintf("a %s named %q already exists and does not belong to this Task: delete or rename it, or create the Task under another name", e.kind, e.name)
+}
+
+// createOwned creates obj, accepting an existing one only if this Task owns
+// it: a retry after a crash or conflict never makes a second Job, and an
+// unrelated object of the same name is never adopted.
+func (r *TaskReconciler) createOwned(ctx context.Context, task *v1alpha1.Task, obj client.Object) error {
+	err := r.Client.Create(ctx, obj)
+	if err == nil || !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	existing := obj.DeepCopyObject().(client.Object)
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(obj), existing); err != nil {
+		return err
+	}
+	if metav1.IsControlledBy(existing, task) {
+		return nil
+	}
+	kind := "Job"
+	if _, ok := obj.(*corev1.ConfigMap); ok {
+		kind = "ConfigMap"
+	}
+	return &ownerConflict{kind: kind, name: obj.GetName()}
+}
+
+// follow watches a started Task's Job until it ends.
+func (r *TaskReconciler) follow(ctx context.Context, task *v1alpha1.Task) (reconcile.Result, error) {
+	job := &batchv1.Job{}
+	key := types.NamespacedName{Namespace: task.Namespace, Name: task.Status.JobName}
+	if err := r.Client.Get(ctx, key, job); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return reconcile.Result{}, err
+		}
+		// The cache may not have caught up with a Job created a moment ago.
+		if err := r.APIReader.Get(ctx, key, job); err != nil {
+			if !apierrors.IsNotFound(err) {
+				return reconcile.Result{}, err
+			}
+			return reconcile.Result{}, r.fail(ctx, task, v1alpha1.TaskConditionSucceeded, v1alpha1.ReasonJobDeleted,
+				fmt.Sprintf("Job %s was deleted before it finished; the Task cannot continue. Create a new Task to run again.", key.Name), nil)
+		}
+	}
+	if !metav1.IsControlledBy(job, task) {
+		return reconcile.Result{}, r.fail(ctx, task, v1alpha1.TaskConditionSucceeded, v1alpha1.ReasonJobNameConflict,
+			(&ownerConflict{kind: "Job", name: job.Name}).Error(), nil)
+	}
+	pods := &corev1.PodList{}
+	if err := r.Client.List(ctx, pods, client.InNamespace(task.Namespace), client.MatchingLabels{jobbuilder.LabelTaskUID: string(task.UID)}); err != nil {
+		return reconcile.Result{}, err
+	}
+	o := jobOutcome(job, pods.Items)
+	if o.terminal {
+		return reconcile.Result{}, r.finish(ctx, task, o)
+	}
+	if t := podTrouble(newestPod(pods.Items)); t != nil {
+		return r.troubled(ctx, task, job, t)
+	}
+	// The pod is fine again: clear a trouble reported earlier.
+	if c := meta.FindStatusCondition(task.Status.Conditions, v1alpha1.TaskConditionSucceeded); c != nil && c.Status == metav1.ConditionUnknown {
+		patch := client.MergeFrom(task.DeepCopy())
+		meta.RemoveStatusCondition(&task.Status.Conditions, v1alpha1.TaskConditionSucceeded)
+		return reconcile.Result{}, r.Client.Status().Patch(ctx, task, patch)
+	}
+	return reconcile.Result{}, nil
+}
+
+// troubled reports a pod that cannot start, and fails the Task when the
+// trouble has lasted StuckPodTimeout (or at once when waiting cannot help).
+func (r *TaskReconciler) troubled(ctx context.Context, task *v1alpha1.Task, job *batchv1.Job, t *trouble) (reconcile.Result, error) {
+	timeout := r.StuckPodTimeout
+	if timeout == 0 {
+		timeout = DefaultStuckPodTimeout
+	}
+	c := meta.FindStatusCondition(task.Status.Conditions, v1alpha1.TaskConditionSucceeded)
+	since := time.Now()
+	if c != nil && c.Status == metav1.ConditionUnknown && c.Reason == t.reason {
+		since = c.LastTransitionTime.Time
+	}
+	if t.immediate || time.Since(since) >= timeout {
+		if err := r.deleteJob(ctx, job); err != nil {
+			return reconcile.Result{}, err
+		}
+		msg := t.message
+		if !t.immediate {
+			msg = fmt.Sprintf("%s (for %s; the Task was stopped)", t.message, timeout)
+		}
+		return reconcile.Result{}, r.fail(ctx, task, v1alpha1.TaskConditionSucceeded, t.reason, msg, nil)
+	}
+	if c == nil || c.Reason != t.reason || c.Message != t.message {
+		patch := client.MergeFrom(task.DeepCopy())
+		meta.SetStatusCondition(&task.Status.Conditions, metav1.Condition{
+			Type: v1alpha1.TaskConditionSucceeded, Status: metav1.ConditionUnknown, Reason: t.reason,
+			Message: fmt.Sprintf("%s (the Task fails if this lasts %s)", t.message, timeout), ObservedGeneration: task.Generation,
+			LastTransitionTime: metav1.NewTime(since),
+		})
+		if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
+			return reconcile.Result{}, err
+		}
+		r.Recorder.Eventf(task, job, corev1.EventTypeWarning, t.reason, "WatchPod", "%s", t.message)
+	}
+	return reconcile.Result{RequeueAfter: timeout - time.Since(since) + time.Second}, nil
+}
+
+func (r *TaskReconciler) deleteJob(ctx context.Context, job *batchv1.Job) error {
+	err := r.Client.Delete(ctx, job, client.PropagationPolicy(metav1.DeletePropagationBackground))
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// stop ends a Task on the user's request, whatever phase it is in.
+func (r *TaskReconciler) stop(ctx context.Context, task *v1alpha1.Task) error {
+	if task.Status.JobName != "" {
+		job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: task.Namespace, Name: task.Status.JobName}}
+		if err := r.deleteJob(ctx, job); err != nil {
+			return err
+		}
+	}
+	patch := client.MergeFrom(task.DeepCopy())
+	setCondition(task, v1alpha1.TaskConditionStopped, metav1.ConditionTrue, v1alpha1.ReasonUserStopped,
+		fmt.Sprintf("Stopped by the %s annotation.", v1alpha1.StopAnnotation))
+	r.terminate(task, v1alpha1.TaskPhaseFailed, v1alpha1.TaskConditionSucceeded, v1alpha1.ReasonStopped, "The Task was stopped before it finished.")
+	if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
+		return err
+	}
+	r.admission.release(task)
+	r.Recorder.Eventf(task, nil, corev1.EventTypeNormal, v1alpha1.ReasonUserStopped, "Stop", "Task stopped")
+	return nil
+}
+
+// finish records a Job's end on the Task.
+func (r *TaskReconciler) finish(ctx context.Context, task *v1alpha1.Task, o outcome) error {
+	patch := client.MergeFrom(task.DeepCopy())
+	task.Status.ExitCode = o.exitCode
+	task.Status.Repositories = o.repos
+	phase := v1alpha1.TaskPhaseFailed
+	if o.succeeded {
+		phase = v1alpha1.TaskPhaseCompleted
+	}
+	r.terminate(task, phase, v1alpha1.TaskConditionSucceeded, o.reason, o.message)
+	if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
+		return err
+	}
+	r.admission.release(task)
+	typ := corev1.EventTypeNormal
+	if !o.succeeded {
+		typ = corev1.EventTypeWarning
+	}
+	r.Recorder.Eventf(task, nil, typ, o.reason, "Finish", "%s", o.message)
+	return nil
+}
+
+// fail ends the Task with reason, setting condType False.
+func (r *TaskReconciler) fail(ctx context.Context, task *v1alpha1.Task, condType, reason, message string, exitCode *int32) error {
+	patch := client.MergeFrom(task.DeepCopy())
+	if exitCode != nil {
+		task.Status.ExitCode = exitCode
+	}
+	if condType != v1alpha1.TaskConditionSucceeded {
+		setCondition(task, condType, metav1.ConditionFalse, reason, message)
+	}
+	r.terminate(task, v1alpha1.TaskPhaseFailed, v1alpha1.TaskConditionSucceeded, reason, message)
+	if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
+		return err
+	}
+	r.admission.release(task)
+	r.Recorder.Eventf(task, nil, corev1.EventTypeWarning, reason, "Fail", "%s", message)
+	return nil
+}
+
+func (r *TaskReconciler) terminate(task *v1alpha1.Task, phase v1alpha1.TaskPhase, condType, reason, message string) {
+	now := metav1.Now()
+	task.Status.Phase = phase
+	task.Status.CompletionTime = &now
+	task.Status.ObservedGeneration = task.Generation
+	status := metav1.ConditionFalse
+	if phase == v1alpha1.TaskPhaseCompleted {
+		status = metav1.ConditionTrue
+	}
+	setCondition(task, condType, status, reason, message)
+	if c := meta.FindStatusCondition(task.Status.Conditions, v1alpha1.TaskConditionQueued); c != nil && c.Status == metav1.ConditionTrue {
+		setCondition(task, v1alpha1.TaskConditionQueued, metav1.ConditionFalse, reason, "The Task left the queue: "+message)
+	}
+}
+
+// wait keeps the Task in Pending with the Ready condition saying why.
+func (r *TaskReconciler) wait(ctx context.Context, task *v1alpha1.Task, reason, message string) error {
+	c := meta.FindStatusCondition(task.Status.Conditions, v1alpha1.TaskConditionReady)
+	if task.Status.Phase == v1alpha1.TaskPhasePending && c != nil && c.Reason == reason && c.Message == message {
+		return nil
+	}
+	patch := client.MergeFrom(task.DeepCopy())
+	task.Status.Phase = v1alpha1.TaskPhasePending
+	task.Status.Agent = task.AgentName()
+	task.Status.ObservedGeneration = task.Generation
+	setCondition(task, v1alpha1.TaskConditionReady, metav1.ConditionFalse, reason, message)
+	if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
+		return err
+	}
+	r.Recorder.Eventf(task, nil, corev1.EventTypeWarning, reason, "Wait", "%s", message)
+	return nil
+}
+
+// queue keeps the Task in Queued until a slot frees.
+func (r *TaskReconciler) queue(ctx context.Context, task *v1alpha1.Task, agent *v1alpha1.Agent, position int) error {
+	msg := fmt.Sprintf("Agent %s runs at most %d Tasks at once; this Task starts when a slot frees, in creation order.", agent.Name, *agent.Spec.MaxConcurrentTasks)
+	if task.Status.Phase == v1alpha1.TaskPhaseQueued {
+		return nil
+	}
+	patch := client.MergeFrom(task.DeepCopy())
+	task.Status.Phase = v1alpha1.TaskPhaseQueued
+	task.Status.Agent = agent.Name
+	task.Status.ObservedGeneration = task.Generation
+	setCondition(task, v1alpha1.TaskConditionReady, metav1.ConditionTrue, v1alpha1.ReasonResolved, "The Agent, the contexts and the init images are resolved.")
+	setCondition(task, v1alpha1.TaskConditionQueued, metav1.ConditionTrue, v1alpha1.ReasonWaitingForSlot, msg)
+	if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
+		return err
+	}
+	r.Recorder.Eventf(task, nil, corev1.EventTypeNormal, v1alpha1.ReasonWaitingForSlot, "Queue", "%s", msg)
+	return nil
+}
+
+func setCondition(task *v1alpha1.Task, typ string, status metav1.ConditionStatus, reason, message string) {
+	meta.SetStatusCondition(&task.Status.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: message, ObservedGeneration: task.Generation,
+	})
+}
+
+type waitReason struct{ reason, message string }
+
+// configMaps reads the ConfigMaps the contexts name, straight from the API
+// server (the controller does not cache ConfigMaps). A missing ConfigMap or
+// key that is not optional makes the Task wait.
+func (r *TaskReconciler) configMaps(ctx context.Context, task *v1alpha1.Task, agent *v1alpha1.Agent) (map[string]*corev1.ConfigMap, *waitReason, error) {
+	out := map[string]*corev1.ConfigMap{}
+	missing := map[string]bool{}
+	all := append(append([]v1alpha1.ContextItem{}, agent.Spec.Contexts...), task.Spec.Contexts...)
+	for _, c := range all {
+		if c.Type != v1alpha1.ContextTypeConfigMap || c.ConfigMap == nil {
+			continue
+		}
+		ref := c.ConfigMap
+		optional := ref.Optional != nil && *ref.Optional
+		cm, seen := out[ref.Name]
+		if !seen && !missing[ref.Name] {
+			cm = &corev1.ConfigMap{}
+			if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: task.Namespace, Name: ref.Name}, cm); err != nil {
+				if !apierrors.IsNotFound(err) {
+					return nil, nil, err
+				}
+				missing[ref.Name] = true
+				cm = nil
+			} else {
+				out[ref.Name] = cm
+			}
+		}
+		if cm == nil {
+			if optional {
+				continue
+			}
+			return nil, &waitReason{v1alpha1.ReasonConfigMapNotFound, fmt.Sprintf(
+				"ConfigMap %q does not exist in namespace %s: create it, or mark the context optional. The Task starts once it exists.", ref.Name, task.Namespace)}, nil
+		}
+		if ref.Key == "" || optional {
+			continue
+		}
+		if _, ok := cm.Data[ref.Key]; ok {
+			continue
+		}
+		if _, ok := cm.BinaryData[ref.Key]; ok {
+			continue
+		}
+		return nil, &waitReason{v1alpha1.ReasonConfigMapKeyNotFound, fmt.Sprintf(
+			"ConfigMap %q has no key %q: add the key, or mark the context optional. The Task starts once it exists.", ref.Name, ref.Key)}, nil
+	}
+	return out, nil, nil
+}
