@@ -52,7 +52,6 @@ func IsPinned(ref string) bool {
 	return err == nil && strings.Contains(ref, "@sha256:")
 }
 
-
 // Resolver turns KubeOpenCodeConfig's spec.systemImage into pinned images.
 // Tag lookups are cached for TTL, so a burst of Tasks costs one registry
 // round trip per image.

@@ -695,4 +695,3 @@ func repoName(url string) string {
 	}
 	return url
 }
-
