@@ -88,8 +88,21 @@ func readCredentials(dir string) (*credentials, error) {
 	if dir == "" {
 		return c, nil
 	}
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		return nil, fmt.Errorf("credentials directory %s is not mounted: check the Secret named by the Git context's secretRef", dir)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("credentials directory %s cannot be read (%v): check the Secret named by the Git context's secretRef", dir, err)
+	}
+	// The Secret volume is optional so that a missing Secret becomes this
+	// message rather than a pod stuck in ContainerCreating; it then shows
+	// up as an empty directory.
+	keys := 0
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "..") {
+			keys++
+		}
+	}
+	if keys == 0 {
+		return nil, &permanentError{fmt.Sprintf("the credentials Secret mounted at %s is missing or empty: check that the Secret named by the Git context's secretRef exists in the Task's namespace and has keys %q/%q or %q/%q", dir, contract.SecretKeyUsername, contract.SecretKeyPassword, contract.SecretKeySSHKey, contract.SecretKeyKnownHosts)}
 	}
 	read := func(key string) ([]byte, bool, error) {
 		b, err := os.ReadFile(filepath.Join(dir, key))
@@ -101,7 +114,6 @@ func readCredentials(dir string) (*credentials, error) {
 		}
 		return b, true, nil
 	}
-	var err error
 	var b []byte
 	var ok bool
 	// Secrets made with `kubectl create secret --from-file` often end

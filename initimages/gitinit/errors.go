@@ -77,7 +77,7 @@ func httpStatus(err error) int {
 
 // describe turns an error into the one-line reason a user reads in the
 // Task's status: what went wrong and what to change.
-func describe(err error, url string) string {
+func describe(err error, url string, haveCredentials bool) string {
 	var perm *permanentError
 	var hk *hostKeyError
 	switch {
@@ -85,6 +85,8 @@ func describe(err error, url string) string {
 		return perm.msg
 	case errors.As(err, &hk):
 		return hk.msg
+	case errors.Is(err, transport.ErrAuthenticationRequired) && !haveCredentials:
+		return fmt.Sprintf("repository %s requires authentication: set the Git context's secretRef to a Secret with %q and %q (or a token as password)", url, "username", "password")
 	case errors.Is(err, transport.ErrAuthenticationRequired):
 		return fmt.Sprintf("authentication to %s failed: check username and password (or token) in the credentials Secret", url)
 	case errors.Is(err, transport.ErrAuthorizationFailed):

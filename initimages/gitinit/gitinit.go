@@ -161,16 +161,16 @@ func (r *run) cloneWithRetry(ctx context.Context) (plumbing.Hash, error) {
 			return commit, nil
 		}
 		if cerr := clearDir(r.plan.Dest); cerr != nil {
-			return plumbing.ZeroHash, fmt.Errorf("%s (and cannot clean up: %v)", describe(err, r.url), cerr)
+			return plumbing.ZeroHash, fmt.Errorf("%s (and cannot clean up: %v)", describe(err, r.url, r.auth != nil), cerr)
 		}
 		if !isTransient(err) || ctx.Err() != nil {
-			return plumbing.ZeroHash, errors.New(describe(err, r.url))
+			return plumbing.ZeroHash, errors.New(describe(err, r.url, r.auth != nil))
 		}
 		elapsed := time.Since(start)
 		if elapsed+backoff > r.opts.RetryBudget {
-			return plumbing.ZeroHash, fmt.Errorf("gave up after %d attempts in %s: %s", attempt, elapsed.Round(100*time.Millisecond), describe(err, r.url))
+			return plumbing.ZeroHash, fmt.Errorf("gave up after %d attempts in %s: %s", attempt, elapsed.Round(100*time.Millisecond), describe(err, r.url, r.auth != nil))
 		}
-		r.logf("attempt %d failed with a transient error, retrying in %s: %s", attempt, backoff, describe(err, r.url))
+		r.logf("attempt %d failed with a transient error, retrying in %s: %s", attempt, backoff, describe(err, r.url, r.auth != nil))
 		select {
 		case <-ctx.Done():
 			return plumbing.ZeroHash, ctx.Err()

@@ -239,11 +239,19 @@ func TestHTTPBasicAuth(t *testing.T) {
 		entries, _ := os.ReadDir(p.Dest)
 		assert.Empty(t, entries, "a failed clone leaves nothing behind")
 	})
+	t.Run("missing Secret", func(t *testing.T) {
+		h := newHarness(t)
+		p := h.plan(url, "main", 1)
+		p.CredentialsDir = h.secret(nil)
+		_, err := h.run(p)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "the credentials Secret mounted at "+p.CredentialsDir+" is missing or empty")
+	})
 	t.Run("no credentials", func(t *testing.T) {
 		h := newHarness(t)
 		_, err := h.run(h.plan(url, "main", 1))
 		require.Error(t, err)
-		assert.Contains(t, err.Error(), "authentication to "+url+" failed")
+		assert.Contains(t, err.Error(), "repository "+url+" requires authentication: set the Git context's secretRef")
 	})
 }
 
