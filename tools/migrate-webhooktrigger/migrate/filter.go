@@ -229,6 +229,12 @@ func (t *translator) atom(e ast.Expr) (atom, error) {
 			}
 			return atom{path: append(path, s.FieldName()), op: "has", text: text}, nil
 		}
+		// A bare field is a boolean test: body.pull_request.draft.
+		path, err := t.field(e)
+		if err != nil {
+			return atom{}, err
+		}
+		return atom{path: path, op: "==", values: []any{true}, text: text}, nil
 	case ast.CallKind:
 		c := e.AsCall()
 		if op, ok := comparisons[c.FunctionName()]; ok {
@@ -248,6 +254,11 @@ func (t *translator) atom(e ast.Expr) (atom, error) {
 				return atom{path: path, op: mirrored[op], values: []any{v}, text: text}, nil
 			}
 			for _, side := range []ast.Expr{left, right} {
+				if k := side.Kind(); k == ast.SelectKind || k == ast.IdentKind {
+					if _, err := t.field(side); err != nil {
+						return atom{}, err
+					}
+				}
 				if side.Kind() == ast.CallKind && side.AsCall().FunctionName() != operators.Index {
 					return atom{}, untranslatable("%q uses %s, which has no Argo filter equivalent", text, displayFunction(side.AsCall().FunctionName()))
 				}
