@@ -1,0 +1,147 @@
+package v1alpha1_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubeopencode/kubeopencode/tools/cluster/envtest"
+)
+
+// TestAdmissionValidation installs the generated CRDs into a real API server
+// and proves that bad Tasks, Agents and KubeOpenCodeConfigs are rejected at
+// admission, each with a message naming the field and saying what to do.
+func TestAdmissionValidation(t *testing.T) {
+	cfg := envtest.ForTest(t, filepath.Join("..", "..", "manifests", "crd"))
+	c, err := client.New(cfg, client.Options{})
+	require.NoError(t, err)
+	ctx := context.Background()
+
+	const task = "apiVersion: kubeopencode.io/v1alpha1\nkind: Task\nmetadata: {name: t, namespace: default}\n"
+	const agent = "apiVersion: kubeopencode.io/v1alpha1\nkind: Agent\nmetadata: {name: a, namespace: default}\n"
+	const config = "apiVersion: kubeopencode.io/v1alpha1\nkind: KubeOpenCodeConfig\n"
+	const agentSpec = "spec:\n  agentImage: img\n  command: [run]\n  serviceAccountName: sa\n"
+
+	cases := []struct {
+		name      string
+		manifest  string
+		wantField string
+		wantMsg   string
+	}{
+		// Task contexts: the member matching the type, and only it.
+		{"Text without text", task + "spec:\n  contexts: [{type: Text}]", "spec.contexts[0].text", "set type: Text or remove text"},
+		{"Text with a git member", task + "spec:\n  contexts: [{type: Text, text: hi, git: {repository: 'https://h/r'}}]", "spec.contexts[0].git", "git must be set for a Git context and only for it"},
+		{"ConfigMap without configMap", task + "spec:\n  contexts: [{type: ConfigMap}]", "spec.contexts[0].configMap", "configMap must be set"},
+		{"Git without git", task + "spec:\n  contexts: [{type: Git, mountPath: src}]", "spec.contexts[0].git", "git must be set"},
+		{"runtime on a Text context", task + "spec:\n  contexts: [{type: Text, text: hi, runtime: {}}]", "spec.contexts[0].runtime", "runtime may be set only for a Runtime context"},
+		{"unknown context type", task + "spec:\n  contexts: [{type: Database}]", "spec.contexts[0].type", "supported values"},
+		{"Git without mountPath", task + "spec:\n  contexts: [{type: Git, git: {repository: 'https://h/r'}}]", "spec.contexts[0].mountPath", "a Git context needs mountPath"},
+		{"fileMode above 0777", task + "spec:\n  contexts: [{type: Text, text: hi, mountPath: a, fileMode: 512}]", "spec.contexts[0].fileMode", "less than or equal to 511"},
+		{"fileMode without mountPath", task + "spec:\n  contexts: [{type: Text, text: hi, fileMode: 420}]", "spec.contexts[0].fileMode", "fileMode applies only to a context with mountPath"},
+		{"mountPath with ..", task + "spec:\n  contexts: [{type: Text, text: hi, mountPath: ../etc/passwd}]", "spec.contexts[0].mountPath", "no '.' or '..' segments"},
+		{"mountPath with a trailing slash", task + "spec:\n  contexts: [{type: Text, text: hi, mountPath: docs/}]", "spec.contexts[0].mountPath", "must not end with '/'"},
+		{"mountPath with //", task + "spec:\n  contexts: [{type: Text, text: hi, mountPath: a//b}]", "spec.contexts[0].mountPath", "must be clean"},
+		{"repository that is no URL", task + "spec:\n  contexts: [{type: Git, mountPath: src, git: {repository: 'not a url'}}]", "spec.contexts[0].git.repository", "must be an https://, http://, ssh:// or user@host:path URL"},
+		{"repository with credentials", task + "spec:\n  contexts: [{type: Git, mountPath: src, git: {repository: 'https://user:token@github.com/o/r.git'}}]", "spec.contexts[0].git.repository", "put them in a Secret"},
+		{"ref with ..", task + "spec:\n  contexts: [{type: Git, mountPath: src, git: {repository: 'https://h/r', ref: 'main..dev'}}]", "spec.contexts[0].git.ref", "ref must be a branch name, a tag name or a full commit SHA"},
+		{"ref starting with -", task + "spec:\n  contexts: [{type: Git, mountPath: src, git: {repository: 'https://h/r', ref: '-upload-pack=x'}}]", "spec.contexts[0].git.ref", "leading '-'"},
+		{"negative depth", task + "spec:\n  contexts: [{type: Git, mountPath: src, git: {repository: 'https://h/r', depth: -1}}]", "spec.contexts[0].git.depth", "greater than or equal to 0"},
+		{"absolute git path", task + "spec:\n  contexts: [{type: Git, mountPath: src, git: {repository: 'https://h/r', path: /docs}}]", "spec.contexts[0].git.path", "relative to the repository root"},
+		{"git path escaping the repository", task + "spec:\n  contexts: [{type: Git, mountPath: src, git: {repository: 'https://h/r', path: ../x}}]", "spec.contexts[0].git.path", "no '.' or '..' segments"},
+		{"ConfigMap name with a space", task + "spec:\n  contexts: [{type: ConfigMap, configMap: {name: 'my map'}}]", "spec.contexts[0].configMap.name", "should match"},
+		{"timeout of zero", task + "spec:\n  description: x\n  timeout: 0s", "spec.timeout", "timeout must be at least 1s"},
+		{"neither description nor contexts", task + "spec:\n  agentRef: default", "spec", "needs spec.description or at least one context"},
+		{"agentRef that is no name", task + "spec:\n  description: x\n  agentRef: Bad_Agent", "spec.agentRef", "should match"},
+
+		// Agents.
+		{"Agent without agentImage", agent + "spec:\n  command: [run]\n  serviceAccountName: sa", "spec.agentImage", "Required value"},
+		{"Agent with an empty command", agent + "spec:\n  agentImage: img\n  command: []\n  serviceAccountName: sa", "spec.command", "must have at least 1 items"},
+		{"Agent without serviceAccountName", agent + "spec:\n  agentImage: img\n  command: [run]", "spec.serviceAccountName", "Required value"},
+		{"relative workspaceDir", agent + agentSpec + "  workspaceDir: workspace", "spec.workspaceDir", "workspaceDir must be an absolute directory"},
+		{"workspaceDir /", agent + agentSpec + "  workspaceDir: /", "spec.workspaceDir", "workspaceDir must be an absolute directory other than '/'"},
+		{"workspaceDir with ..", agent + agentSpec + "  workspaceDir: /a/../b", "spec.workspaceDir", "workspaceDir must be clean"},
+		{"negative maxConcurrentTasks", agent + agentSpec + "  maxConcurrentTasks: -1", "spec.maxConcurrentTasks", "greater than or equal to 0"},
+		{"credential env without key", agent + agentSpec + "  credentials: [{name: c, secretRef: {name: s}, env: TOKEN}]", "spec.credentials[0].secretRef.key", "env needs secretRef.key"},
+		{"credential with env and mountPath", agent + agentSpec + "  credentials: [{name: c, secretRef: {name: s, key: k}, env: TOKEN, mountPath: /etc/t}]", "spec.credentials[0].env", "env or mountPath, not both"},
+		{"credential key going nowhere", agent + agentSpec + "  credentials: [{name: c, secretRef: {name: s, key: k}}]", "spec.credentials[0].secretRef.key", "neither env nor mountPath says where it goes"},
+		{"credential fileMode without mountPath", agent + agentSpec + "  credentials: [{name: c, secretRef: {name: s}, fileMode: 256}]", "spec.credentials[0].fileMode", "fileMode applies only with mountPath"},
+		{"credential env that is no variable name", agent + agentSpec + "  credentials: [{name: c, secretRef: {name: s, key: k}, env: 1TOKEN}]", "spec.credentials[0].env", "should match"},
+		{"credential with a relative mountPath", agent + agentSpec + "  credentials: [{name: c, secretRef: {name: s}, mountPath: etc/creds}]", "spec.credentials[0].mountPath", "must be an absolute path"},
+		{"two credentials of one name", agent + agentSpec + "  credentials: [{name: c, secretRef: {name: s}}, {name: c, secretRef: {name: t}}]", "spec.credentials[1]", "Duplicate value"},
+
+		// KubeOpenCodeConfig.
+		{"config not named cluster", config + "metadata: {name: main}\nspec: {systemImage: {tag: v1}}", "", `its metadata.name must be "cluster"`},
+		{"systemImage with neither registry nor tag", config + "metadata: {name: cluster}\nspec: {systemImage: {imagePullPolicy: Always}}", "spec.systemImage", "systemImage needs registry, tag or both"},
+		{"tag with a space", config + "metadata: {name: cluster}\nspec: {systemImage: {tag: 'v1 beta'}}", "spec.systemImage.tag", "should match"},
+		{"unknown pull policy", config + "metadata: {name: cluster}\nspec: {systemImage: {tag: v1, imagePullPolicy: Sometimes}}", "spec.systemImage.imagePullPolicy", "supported values"},
+	}
+	require.GreaterOrEqual(t, len(cases), 25)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := &unstructured.Unstructured{}
+			require.NoError(t, yaml.Unmarshal([]byte(tc.manifest), &obj.Object))
+			err := c.Create(ctx, obj)
+			require.Error(t, err, "the API server accepted:\n%s", tc.manifest)
+			require.True(t, apierrors.IsInvalid(err), "want an Invalid error, got %v", err)
+			assert.Contains(t, err.Error(), tc.wantField, "the message names the field")
+			assert.Contains(t, err.Error(), tc.wantMsg)
+		})
+	}
+
+	t.Run("Task spec is immutable", func(t *testing.T) {
+		obj := &unstructured.Unstructured{}
+		require.NoError(t, yaml.Unmarshal([]byte(task+"spec: {description: first}"), &obj.Object))
+		obj.SetName("immutable")
+		require.NoError(t, c.Create(ctx, obj))
+		require.NoError(t, unstructured.SetNestedField(obj.Object, "second", "spec", "description"))
+		err := c.Update(ctx, obj)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "Task spec is immutable")
+	})
+
+	t.Run("defaults", func(t *testing.T) {
+		obj := &unstructured.Unstructured{}
+		require.NoError(t, yaml.Unmarshal([]byte(agent+agentSpec+"  contexts: [{type: Git, mountPath: src, git: {repository: 'git@github.com:o/r.git'}}]"), &obj.Object))
+		obj.SetName("defaults")
+		require.NoError(t, c.Create(ctx, obj))
+		ws, _, _ := unstructured.NestedString(obj.Object, "spec", "workspaceDir")
+		assert.Equal(t, "/workspace", ws)
+		ctxs, _, _ := unstructured.NestedSlice(obj.Object, "spec", "contexts")
+		depth, _, _ := unstructured.NestedInt64(ctxs[0].(map[string]any), "git", "depth")
+		assert.Equal(t, int64(1), depth, "Git depth defaults to a shallow clone")
+	})
+
+	t.Run("generateName works", func(t *testing.T) {
+		obj := &unstructured.Unstructured{}
+		require.NoError(t, yaml.Unmarshal([]byte("apiVersion: kubeopencode.io/v1alpha1\nkind: Task\nmetadata: {generateName: pr-, namespace: default}\nspec: {description: x}"), &obj.Object))
+		require.NoError(t, c.Create(ctx, obj))
+		assert.True(t, strings.HasPrefix(obj.GetName(), "pr-"))
+	})
+
+	t.Run("samples are accepted", func(t *testing.T) {
+		files, err := filepath.Glob(filepath.Join("..", "..", "manifests", "samples", "*.yaml"))
+		require.NoError(t, err)
+		require.NotEmpty(t, files)
+		for _, f := range files {
+			data, err := os.ReadFile(f)
+			require.NoError(t, err)
+			for _, doc := range strings.Split(string(data), "\n---\n") {
+				obj := &unstructured.Unstructured{}
+				require.NoError(t, yaml.Unmarshal([]byte(doc), &obj.Object), f)
+				if obj.GetKind() != "KubeOpenCodeConfig" {
+					obj.SetNamespace("default")
+				}
+				assert.NoError(t, c.Create(ctx, obj), f)
+			}
+		}
+	})
+}

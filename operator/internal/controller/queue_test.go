@@ -1,0 +1,210 @@
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	batchv1 "k8s.io/api/batch/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
+)
+
+// tasksByPhase lists an Agent's Tasks by phase, oldest first.
+func tasksByPhase(t testing.TB, ns string) map[v1alpha1.TaskPhase][]string {
+	t.Helper()
+	var list v1alpha1.TaskList
+	require.NoError(t, k8s.List(context.Background(), &list, client.InNamespace(ns)))
+	sort.Slice(list.Items, func(i, j int) bool { return list.Items[i].Name < list.Items[j].Name })
+	out := map[v1alpha1.TaskPhase][]string{}
+	for _, task := range list.Items {
+		out[task.Status.Phase] = append(out[task.Status.Phase], task.Name)
+	}
+	return out
+}
+
+func activeJobs(t testing.TB, ns string) int {
+	t.Helper()
+	var jobs batchv1.JobList
+	require.NoError(t, k8s.List(context.Background(), &jobs, client.InNamespace(ns)))
+	n := 0
+	for _, j := range jobs.Items {
+		done := false
+		for _, c := range j.Status.Conditions {
+			if c.Status == "True" && (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) {
+				done = true
+			}
+		}
+		if !done && j.DeletionTimestamp == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// createInOrder creates n Tasks in order. Creation timestamps have a
+// resolution of one second and Tasks created in the same second queue by
+// name, so the names carry the order too.
+func createInOrder(t testing.TB, ns string, n int) []string {
+	var names []string
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("task-%02d", i)
+		create(t, newTask(ns, name))
+		names = append(names, name)
+	}
+	return names
+}
+
+func TestMaxConcurrentTasksIsFIFOAndHandsOffAtOnce(t *testing.T) {
+	startController(t)
+	ns := namespace(t)
+	create(t, newAgent(ns, "default", ptr.To[int32](2)))
+	names := createInOrder(t, ns, 6)
+
+	eventually(t, 20*time.Second, "two running and four queued", func() bool {
+		p := tasksByPhase(t, ns)
+		return len(p[v1alpha1.TaskPhaseRunning]) == 2 && len(p[v1alpha1.TaskPhaseQueued]) == 4
+	})
+	time.Sleep(300 * time.Millisecond)
+	assert.Equal(t, 2, activeJobs(t, ns), "never more Jobs than the limit")
+	p := tasksByPhase(t, ns)
+	assert.Equal(t, names[:2], p[v1alpha1.TaskPhaseRunning], "the oldest Tasks run first")
+	queued := getTask(t, ns, names[2])
+	c := condition(queued, v1alpha1.TaskConditionQueued)
+	require.NotNil(t, c)
+	assert.Equal(t, v1alpha1.ReasonWaitingForSlot, c.Reason)
+	assert.Contains(t, c.Message, "runs at most 2 Tasks at once")
+	eventually(t, 10*time.Second, "Agent status to show 2 running and 4 queued", func() bool {
+		a := &v1alpha1.Agent{}
+		require.NoError(t, k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "default"}, a))
+		return a.Status.Running == 2 && a.Status.Queued == 4
+	})
+
+	// A finishing Task hands its slot to the next in line, at once.
+	start := time.Now()
+	finishJob(t, ns, names[0], true, "")
+	waitPhase(t, ns, names[2], v1alpha1.TaskPhaseRunning)
+	assert.Less(t, time.Since(start), 2*time.Second, "hand-off is event-driven")
+	assert.Equal(t, v1alpha1.TaskPhaseQueued, getTask(t, ns, names[3]).Status.Phase)
+	assert.Equal(t, 2, activeJobs(t, ns))
+
+	// A failure frees a slot too.
+	finishJob(t, ns, names[1], false, batchv1.JobReasonBackoffLimitExceeded)
+	waitPhase(t, ns, names[3], v1alpha1.TaskPhaseRunning)
+	assert.Equal(t, 2, activeJobs(t, ns))
+
+	// Raising the limit takes effect at once.
+	agent := &v1alpha1.Agent{}
+	require.NoError(t, k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "default"}, agent))
+	agent.Spec.MaxConcurrentTasks = ptr.To[int32](3)
+	require.NoError(t, k8s.Update(context.Background(), agent))
+	waitPhase(t, ns, names[4], v1alpha1.TaskPhaseRunning)
+	time.Sleep(300 * time.Millisecond)
+	assert.Equal(t, v1alpha1.TaskPhaseQueued, getTask(t, ns, names[5]).Status.Phase)
+	assert.Equal(t, 3, activeJobs(t, ns))
+
+	// Removing it lets everything run.
+	require.NoError(t, k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "default"}, agent))
+	agent.Spec.MaxConcurrentTasks = nil
+	require.NoError(t, k8s.Update(context.Background(), agent))
+	waitPhase(t, ns, names[5], v1alpha1.TaskPhaseRunning)
+}
+
+func TestLoweringTheLimitStopsAdmissions(t *testing.T) {
+	startController(t)
+	ns := namespace(t)
+	create(t, newAgent(ns, "default", ptr.To[int32](3)))
+	names := createInOrder(t, ns, 5)
+	eventually(t, 20*time.Second, "three running", func() bool { return len(tasksByPhase(t, ns)[v1alpha1.TaskPhaseRunning]) == 3 })
+
+	agent := &v1alpha1.Agent{}
+	require.NoError(t, k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "default"}, agent))
+	agent.Spec.MaxConcurrentTasks = ptr.To[int32](1)
+	require.NoError(t, k8s.Update(context.Background(), agent))
+
+	finishJob(t, ns, names[0], true, "")
+	finishJob(t, ns, names[1], true, "")
+	waitPhase(t, ns, names[1], v1alpha1.TaskPhaseCompleted)
+	time.Sleep(500 * time.Millisecond)
+	assert.Equal(t, v1alpha1.TaskPhaseQueued, getTask(t, ns, names[3]).Status.Phase, "one still runs, so with a limit of 1 nothing new starts")
+	finishJob(t, ns, names[2], true, "")
+	waitPhase(t, ns, names[3], v1alpha1.TaskPhaseRunning)
+	assert.Equal(t, v1alpha1.TaskPhaseQueued, getTask(t, ns, names[4]).Status.Phase)
+}
+
+func TestStop(t *testing.T) {
+	startController(t)
+	ns := namespace(t)
+	create(t, newAgent(ns, "default", ptr.To[int32](1)))
+	names := createInOrder(t, ns, 3)
+	waitPhase(t, ns, names[0], v1alpha1.TaskPhaseRunning)
+	waitPhase(t, ns, names[2], v1alpha1.TaskPhaseQueued)
+
+	stop := func(name string) {
+		task := getTask(t, ns, name)
+		patch := client.MergeFrom(task.DeepCopy())
+		metav1.SetMetaDataAnnotation(&task.ObjectMeta, v1alpha1.StopAnnotation, "true")
+		require.NoError(t, k8s.Patch(context.Background(), task, patch))
+	}
+
+	// A queued Task that is stopped never starts.
+	stop(names[2])
+	task := waitPhase(t, ns, names[2], v1alpha1.TaskPhaseFailed)
+	c := condition(task, v1alpha1.TaskConditionStopped)
+	require.NotNil(t, c)
+	assert.Equal(t, metav1.ConditionTrue, c.Status)
+	assert.Equal(t, v1alpha1.ReasonUserStopped, c.Reason)
+	assert.Empty(t, task.Status.JobName)
+
+	// A running Task that is stopped loses its Job and frees its slot.
+	stop(names[0])
+	task = waitPhase(t, ns, names[0], v1alpha1.TaskPhaseFailed)
+	assert.Equal(t, v1alpha1.ReasonUserStopped, condition(task, v1alpha1.TaskConditionStopped).Reason)
+	eventually(t, 10*time.Second, "the stopped Task's Job to go", func() bool {
+		_, exists := getJob(t, ns, names[0])
+		return !exists
+	})
+	waitPhase(t, ns, names[1], v1alpha1.TaskPhaseRunning)
+	time.Sleep(300 * time.Millisecond)
+	_, exists := getJob(t, ns, names[2])
+	assert.False(t, exists, "the stopped queued Task never got a Job")
+}
+
+// TestRestartKeepsOneJobPerTask restarts the controller while Tasks queue and
+// run: no Task gets a second Job and the limit holds across the restart.
+func TestRestartKeepsOneJobPerTask(t *testing.T) {
+	ns := namespace(t)
+	create(t, newAgent(ns, "default", ptr.To[int32](2)))
+	names := createInOrder(t, ns, 5)
+
+	for round := 0; round < 3; round++ {
+		func() {
+			stop := startController(t)
+			defer stop()
+			eventually(t, 20*time.Second, "two running", func() bool {
+				return len(tasksByPhase(t, ns)[v1alpha1.TaskPhaseRunning]) == 2
+			})
+			assert.Equal(t, 2, activeJobs(t, ns))
+			running := tasksByPhase(t, ns)[v1alpha1.TaskPhaseRunning]
+			finishJob(t, ns, running[0], true, "")
+			waitPhase(t, ns, running[0], v1alpha1.TaskPhaseCompleted)
+		}()
+	}
+	var jobs batchv1.JobList
+	require.NoError(t, k8s.List(context.Background(), &jobs, client.InNamespace(ns)))
+	perTask := map[string]int{}
+	for _, j := range jobs.Items {
+		perTask[j.Annotations["kubeopencode.io/task-name"]]++
+	}
+	for _, n := range names {
+		assert.LessOrEqual(t, perTask[n], 1, "Task %s has one Job at most", n)
+	}
+	assert.Equal(t, 2, activeJobs(t, ns))
+}
