@@ -265,6 +265,7 @@ func TestTranslateTemplate(t *testing.T) {
 		{in: "{{ .body.pull_request.head.sha }}", key: "body.pull_request.head.sha"},
 		{in: `PR {{ .body.number }}: {{ .body.pull_request.title | trunc 50 }}`, tmpl: `PR {{.Input.body.number}}: {{.Input.body.pull_request.title | trunc 50}}`},
 		{in: `{{ with .body.pull_request }}{{ .title }}{{ end }} by {{ $.body.sender.login }}`, tmpl: `{{with .Input.body.pull_request}}{{.title}}{{end}} by {{$.Input.body.sender.login}}`},
+		{in: `{{ if eq .body.action "opened" }}new{{ else }}{{ .body.action }}{{ end }}`, tmpl: `{{if eq .Input.body.action "opened"}}new{{else}}{{.Input.body.action}}{{end}}`},
 		{in: `{{ range .body.commits }}{{ .id }} {{ end }}`, tmpl: `{{range .Input.body.commits}}{{.id}} {{end}}`},
 		{in: `{{ index .headers "X-GitHub-Event" }}`, tmpl: `{{index .Input.body "X-GitHub-Event"}}`},
 		{in: `{{ index .headers "user-agent" }}`, err: "only index .headers"},
