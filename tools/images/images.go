@@ -27,10 +27,9 @@ const User = "65532"
 // UserID is User as a number, for file ownership and process credentials.
 const UserID = 65532
 
-// VersionSymbol is the package-qualified variable the builders set with the
-// linker's -X flag. Each main package declares `var version = "dev"` and
-// prints it for --version.
-const VersionSymbol = "main.version"
+// VersionSymbol is the variable both builders set with the linker's -X
+// flag. Every binary prints it for --version.
+const VersionSymbol = Module + "/internal/version.Version"
 
 // BinaryDir is the directory that holds the single binary of each image.
 const BinaryDir = "/usr/local/bin"

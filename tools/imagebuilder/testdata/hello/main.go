@@ -12,9 +12,9 @@ import (
 	"os"
 	"os/user"
 	"time"
-)
 
-var version = "dev"
+	"github.com/kubeopencode/kubeopencode/internal/version"
+)
 
 func main() {
 	showVersion := flag.Bool("version", false, "print the version and exit")
@@ -22,7 +22,7 @@ func main() {
 	flag.Parse()
 	switch {
 	case *showVersion:
-		fmt.Println(version)
+		fmt.Println(version.Version)
 	case *selfcheck:
 		if err := check(); err != nil {
 			fmt.Fprintln(os.Stderr, "selfcheck:", err)

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Regenerates every generated Bazel file: BUILD.bazel files (Gazelle),
+# use_repo(go_deps, ...) in MODULE.bazel, then formats all Starlark.
+# tools/bazel/check.sh verifies that running this would change nothing.
+set -euo pipefail
+cd "$(git rev-parse --show-toplevel)"
+
+tool() { go tool -modfile=tools/devtools/go.mod "$@"; }
+
+repo_config="$(mktemp)"
+trap 'rm -f "$repo_config"' EXIT
+go run ./tools/bazel/bzlsync repo-config "$repo_config"
+
+tool gazelle -repo_root="$PWD" -repo_config="$repo_config"
+go run ./tools/bazel/bzlsync use-repo
+tool buildifier -r -mode=fix -lint=fix -warnings=-module-docstring .
+echo "Bazel files regenerated; review with git diff."
