@@ -26,8 +26,23 @@ type benchRepoSpec struct {
 }
 
 var benchRepos = []benchRepoSpec{
-	{name: "small", files: 40, fileSize: 8 << 10},     // ~320 KB
+	{name: "small", files: 40, fileSize: 8 << 10},    // ~320 KB
 	{name: "100MB", files: 200, fileSize: 512 << 10}, // ~100 MB at the tip
+}
+
+// benchDir holds the generated repositories for the whole test binary run,
+// so that -count does not regenerate them; TestMain removes it.
+var (
+	benchDir     string
+	benchRepoDir = map[string]string{}
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if benchDir != "" {
+		os.RemoveAll(benchDir)
+	}
+	os.Exit(code)
 }
 
 // makeBenchRepo builds the bare repository deterministically (fixed seed,
@@ -35,8 +50,16 @@ var benchRepos = []benchRepoSpec{
 // same pack.
 func makeBenchRepo(b *testing.B, spec benchRepoSpec) string {
 	b.Helper()
-	root := b.TempDir()
-	work := filepath.Join(b.TempDir(), "work")
+	if dir, ok := benchRepoDir[spec.name]; ok {
+		return dir
+	}
+	if benchDir == "" {
+		dir, err := os.MkdirTemp("", "gitinit-bench-")
+		require.NoError(b, err)
+		benchDir = dir
+	}
+	root := filepath.Join(benchDir, spec.name)
+	work := filepath.Join(benchDir, spec.name+"-work")
 	require.NoError(b, os.MkdirAll(work, 0o755))
 	gittest.Git(b, work, "init", "-q", "-b", "main")
 	rng := rand.NewChaCha8([32]byte{'k', 'u', 'b', 'e'})
@@ -58,6 +81,8 @@ func makeBenchRepo(b *testing.B, spec benchRepoSpec) string {
 	bare := filepath.Join(root, "repo.git")
 	gittest.Git(b, root, "clone", "-q", "--bare", "--no-local", work, bare)
 	gittest.Git(b, bare, "repack", "-a", "-d", "-q", "--window=0")
+	require.NoError(b, os.RemoveAll(work))
+	benchRepoDir[spec.name] = root
 	return root
 }
 
