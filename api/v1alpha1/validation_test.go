@@ -64,7 +64,7 @@ func TestAdmissionValidation(t *testing.T) {
 
 		// Agents.
 		{"Agent without agentImage", agent + "spec:\n  command: [run]\n  serviceAccountName: sa", "spec.agentImage", "Required value"},
-		{"Agent with an empty command", agent + "spec:\n  agentImage: img\n  command: []\n  serviceAccountName: sa", "spec.command", "must have at least 1 items"},
+		{"Agent with an empty command", agent + "spec:\n  agentImage: img\n  command: []\n  serviceAccountName: sa", "spec.command", "should have at least 1 items"},
 		{"Agent without serviceAccountName", agent + "spec:\n  agentImage: img\n  command: [run]", "spec.serviceAccountName", "Required value"},
 		{"relative workspaceDir", agent + agentSpec + "  workspaceDir: workspace", "spec.workspaceDir", "workspaceDir must be an absolute directory"},
 		{"workspaceDir /", agent + agentSpec + "  workspaceDir: /", "spec.workspaceDir", "workspaceDir must be an absolute directory other than '/'"},

@@ -12,9 +12,11 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -35,6 +37,8 @@ type Options struct {
 	LeaderElection     bool
 	LeaderElectionNS   string
 	LeaderElectionName string
+	// SkipNameValidation allows several managers in one process (tests).
+	SkipNameValidation bool
 }
 
 // Scheme knows the built-in types and the kubeopencode.io types.
@@ -75,6 +79,7 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager,
 		LeaderElectionID:              o.LeaderElectionName,
 		LeaderElectionNamespace:       o.LeaderElectionNS,
 		LeaderElectionReleaseOnCancel: true,
+		Controller:                    config.Controller{SkipNameValidation: ptr.To(o.SkipNameValidation)},
 		Cache: cache.Options{
 			ByObject: map[client.Object]cache.ByObject{
 				&batchv1.Job{}: {Label: ownedSelector},

@@ -80,6 +80,8 @@ func startController(t testing.TB, mutate ...func(*controller.Options)) (stop fu
 		MetricsAddr:     "0",
 		ProbeAddr:       "0",
 		StuckPodTimeout: 2 * time.Second,
+		// Each test starts a manager of its own in this one process.
+		SkipNameValidation: true,
 	}
 	for _, m := range mutate {
 		m(&opts)
