@@ -69,23 +69,33 @@ const largeObjectThreshold = 64 << 10
 // with the plan's Description.
 func Run(ctx context.Context, plan *contract.GitPlan, opts Options) (contract.Result, error) {
 	initutil.SetGroupUmask()
+	if opts.Log == nil {
+		opts.Log = io.Discard
+	}
+	// Every line that leaves the process goes through the redactor, so a
+	// password can leak neither through go-git's messages nor through a
+	// Description that quotes a URL with credentials.
+	red := &redactor{}
+	red.add(plan.Repository)
+	opts.Log = &redactingWriter{w: opts.Log, r: red}
 	res := contract.Result{}
 	what := plan.Description
-	r, err := newRun(plan, opts)
-	if r != nil {
-		res.Repository = r.url
-	}
 	if what == "" {
 		what = "Git context"
 	}
-	if err != nil {
-		return res, fmt.Errorf("%s: %w", what, err)
+	r, err := newRun(plan, opts, red)
+	if r != nil {
+		res.Repository = r.url
 	}
-	commit, err := r.cloneWithRetry(ctx)
-	if err != nil {
-		return res, fmt.Errorf("%s: %w", what, err)
+	if err == nil {
+		var commit plumbing.Hash
+		commit, err = r.cloneWithRetry(ctx)
+		res.Commit = commit.String()
 	}
-	res.Commit = commit.String()
+	if err != nil {
+		res.Commit = ""
+		return res, errors.New(red.redact(what + ": " + err.Error()))
+	}
 	return res, nil
 }
 
@@ -98,10 +108,7 @@ type run struct {
 	depth int
 }
 
-func newRun(plan *contract.GitPlan, opts Options) (*run, error) {
-	if opts.Log == nil {
-		opts.Log = io.Discard
-	}
+func newRun(plan *contract.GitPlan, opts Options, red *redactor) (*run, error) {
 	if plan.Repository == "" {
 		return nil, errors.New("plan has no repository")
 	}
@@ -128,6 +135,7 @@ func newRun(plan *contract.GitPlan, opts Options) (*run, error) {
 	if err != nil {
 		return r, err
 	}
+	red.secret(creds.password)
 	r.auth, err = authFor(ep, clean, userinfo, creds, opts)
 	if err != nil {
 		return r, err
@@ -260,6 +268,7 @@ func (r *run) clone(ctx context.Context) (plumbing.Hash, error) {
 	if err != nil {
 		return plumbing.ZeroHash, err
 	}
+	r.logf("fetching %s of %s (depth %d) into %s", t.display, r.url, r.depth, r.plan.Dest)
 	if err := r.fetch(ctx, repo, t); err != nil {
 		return plumbing.ZeroHash, err
 	}

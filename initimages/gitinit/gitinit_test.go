@@ -239,6 +239,16 @@ func TestHTTPBasicAuth(t *testing.T) {
 		entries, _ := os.ReadDir(p.Dest)
 		assert.Empty(t, entries, "a failed clone leaves nothing behind")
 	})
+	t.Run("wrong password in the URL is redacted everywhere", func(t *testing.T) {
+		h := newHarness(t)
+		bad := strings.Replace(url, "http://", "http://"+user+":wrong-"+pass+"@", 1)
+		p := h.plan(bad, "main", 1)
+		p.Description = `Git context "src" (` + bad + `)`
+		res, err := h.run(p)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), `Git context "src" (http://robot:xxxxx@`)
+		assertNoSecret(t, p.Dest, "wrong-"+pass, h.log.String()+err.Error(), res)
+	})
 	t.Run("missing Secret", func(t *testing.T) {
 		h := newHarness(t)
 		p := h.plan(url, "main", 1)

@@ -78,6 +78,22 @@ func TestBinary(t *testing.T) {
 			agent.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1000, Gid: 1000, Groups: []uint32{proctest.PodID}}}
 			out, err := agent.CombinedOutput()
 			require.NoError(t, err, "the agent cannot write the checkout: %s", out)
+
+			// git refuses a repository owned by another UID unless the
+			// agent's environment marks it safe.
+			agentGit := func(env ...string) (string, error) {
+				cmd := exec.Command("git", "commit", "-qam", "agent change")
+				cmd.Dir = dest
+				cmd.Env = append([]string{"HOME=/nonexistent", "GIT_AUTHOR_NAME=a", "GIT_AUTHOR_EMAIL=a@example.com", "GIT_COMMITTER_NAME=a", "GIT_COMMITTER_EMAIL=a@example.com"}, env...)
+				cmd.SysProcAttr = agent.SysProcAttr
+				out, err := cmd.CombinedOutput()
+				return string(out), err
+			}
+			out2, err := agentGit()
+			require.Error(t, err)
+			assert.Contains(t, out2, "dubious ownership")
+			out2, err = agentGit("GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=safe.directory", "GIT_CONFIG_VALUE_0=*")
+			require.NoError(t, err, "the agent cannot commit: %s", out2)
 		}
 	})
 
