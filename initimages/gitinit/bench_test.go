@@ -61,6 +61,7 @@ func makeBenchRepo(b *testing.B, spec benchRepoSpec) string {
 	root := filepath.Join(benchDir, spec.name)
 	work := filepath.Join(benchDir, spec.name+"-work")
 	require.NoError(b, os.MkdirAll(work, 0o755))
+	require.NoError(b, os.MkdirAll(root, 0o755))
 	gittest.Git(b, work, "init", "-q", "-b", "main")
 	rng := rand.NewChaCha8([32]byte{'k', 'u', 'b', 'e'})
 	buf := make([]byte, spec.fileSize)
