@@ -103,6 +103,7 @@ func TestRefsOverHTTP(t *testing.T) {
 		{name: "remote HEAD", server: plain, ref: "", depth: 0, want: repo.Main[4], commits: 5, branch: "main"},
 		{name: "branch", server: plain, ref: "feature", depth: 0, want: repo.Feature, commits: 4, branch: "feature"},
 		{name: "full branch ref", server: plain, ref: "refs/heads/feature", depth: 1, want: repo.Feature, commits: 1, branch: "feature"},
+		{name: "pull request ref", server: plain, ref: "refs/pull/1/head", depth: 2, want: repo.Feature, commits: 2},
 		{name: "lightweight tag", server: plain, ref: repo.LightTag, depth: 0, want: repo.Main[1], commits: 2},
 		{name: "annotated tag", server: plain, ref: repo.AnnotatedTag, depth: 0, want: repo.Main[2], commits: 3},
 		{name: "annotated tag shallow", server: plain, ref: repo.AnnotatedTag, depth: 2, want: repo.Main[2], commits: 2},

@@ -61,7 +61,8 @@ type Repo struct {
 	Dir  string // Root/Name
 	// Main holds the commits of branch main, oldest first.
 	Main []string
-	// Feature is the tip of branch feature (one commit on top of Main[2]).
+	// Feature is the tip of branch feature (one commit on top of Main[2])
+	// and of refs/pull/1/head.
 	Feature string
 	// LightTag ("v0.1", lightweight) points to Main[1]; AnnotatedTag
 	// ("v1.0", annotated) to Main[2].
@@ -128,6 +129,9 @@ func NewRepo(tb testing.TB, opts RepoOptions) *Repo {
 	r.Feature = Git(tb, work, "rev-parse", "HEAD")
 	Git(tb, work, "checkout", "-q", "main")
 	Git(tb, root, "clone", "-q", "--bare", work, r.Dir)
+	// A ref outside heads and tags, like the ones hosting services keep
+	// for pull requests.
+	Git(tb, r.Dir, "update-ref", "refs/pull/1/head", r.Feature)
 	return r
 }
 
