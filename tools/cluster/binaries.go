@@ -1,0 +1,275 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Versions of the components built from source. They must match the
+// requirements in tools/k8sbin/*/go.mod; a test keeps them in step.
+const (
+	KubernetesVersion = "v1.37.2"
+	EtcdVersion       = "v3.6.16"
+	KwokVersion       = "v0.8.0"
+)
+
+// Names of the binaries in a Binaries directory.
+const (
+	Etcd                  = "etcd"
+	KubeAPIServer         = "kube-apiserver"
+	KubeControllerManager = "kube-controller-manager"
+	KubeScheduler         = "kube-scheduler"
+	Kubelet               = "kubelet"
+	Kwok                  = "kwok"
+)
+
+// CacheEnv names the environment variable that moves the binary cache away
+// from $HOME/.cache/kubeopencode.
+const CacheEnv = "KUBEOPENCODE_CACHE"
+
+// Binaries locates the built binaries. All of them sit in Dir.
+type Binaries struct {
+	Dir string
+}
+
+// Path returns the path of the named binary, e.g. b.Path(KubeAPIServer).
+func (b Binaries) Path(name string) string { return filepath.Join(b.Dir, name) }
+
+// binarySource says where a binary comes from: the package to build inside one
+// of the modules under tools/k8sbin.
+type binarySource struct {
+	module  string // directory under tools/k8sbin
+	pkg     string
+	ldflags string
+}
+
+// kubeVersionFlags stamps the release into the binaries; without it they
+// report v0.0.0-master, which clients and kwok's version checks misread.
+var kubeVersionFlags = strings.Join([]string{
+	"-X k8s.io/component-base/version.gitVersion=" + KubernetesVersion,
+	"-X k8s.io/component-base/version.gitMajor=1",
+	"-X k8s.io/component-base/version.gitMinor=37",
+	"-X k8s.io/component-base/version.gitTreeState=clean",
+}, " ")
+
+var sources = map[string]binarySource{
+	Etcd:                  {module: "etcd", pkg: "go.etcd.io/etcd/server/v3"},
+	KubeAPIServer:         {module: "kube", pkg: "k8s.io/kubernetes/cmd/kube-apiserver", ldflags: kubeVersionFlags},
+	KubeControllerManager: {module: "kube", pkg: "k8s.io/kubernetes/cmd/kube-controller-manager", ldflags: kubeVersionFlags},
+	KubeScheduler:         {module: "kube", pkg: "k8s.io/kubernetes/cmd/kube-scheduler", ldflags: kubeVersionFlags},
+	Kubelet:               {module: "kube", pkg: "k8s.io/kubernetes/cmd/kubelet", ldflags: kubeVersionFlags},
+	Kwok:                  {module: "kwok", pkg: "sigs.k8s.io/kwok/cmd/kwok", ldflags: "-X sigs.k8s.io/kwok/pkg/consts.Version=" + KwokVersion},
+}
+
+// allBinaries is the build order: the quick etcd first, then the API server
+// that envtest needs, then the rest.
+var allBinaries = []string{Etcd, KubeAPIServer, KubeControllerManager, KubeScheduler, Kwok, Kubelet}
+
+// CacheDir returns the directory that holds the binaries of the pinned
+// versions: ${KUBEOPENCODE_CACHE:-$HOME/.cache/kubeopencode}/k8s/<versions>.
+func CacheDir() (string, error) {
+	root := os.Getenv(CacheEnv)
+	if root == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("locating the binary cache: set %s or HOME: %w", CacheEnv, err)
+		}
+		root = filepath.Join(home, ".cache", "kubeopencode")
+	}
+	key := fmt.Sprintf("%s-etcd%s-kwok%s", KubernetesVersion, EtcdVersion, KwokVersion)
+	return filepath.Join(root, "k8s", key), nil
+}
+
+// EnsureBinaries returns the etcd, Kubernetes and kwok binaries of the pinned
+// versions, building the missing ones from source with the Go toolchain. A
+// cold build takes 10-15 minutes on two cores; once cached the call returns at
+// once. Concurrent callers, also in other processes, wait for one build.
+// Progress lines go to progress (which may be nil).
+func EnsureBinaries(ctx context.Context, progress io.Writer) (Binaries, error) {
+	return ensure(ctx, progress, allBinaries...)
+}
+
+// EnvtestAssets returns a directory holding etcd and kube-apiserver (and a
+// kubectl link when kubectl is on PATH), suitable as controller-runtime's
+// KUBEBUILDER_ASSETS or envtest.Environment.BinaryAssetsDirectory. It builds
+// only these two binaries when they are missing.
+func EnvtestAssets(ctx context.Context, progress io.Writer) (string, error) {
+	b, err := ensure(ctx, progress, Etcd, KubeAPIServer)
+	if err != nil {
+		return "", err
+	}
+	if kubectl, err := exec.LookPath("kubectl"); err == nil {
+		link := b.Path("kubectl")
+		if _, err := os.Lstat(link); errors.Is(err, os.ErrNotExist) {
+			// A concurrent caller may have made the same link; either wins.
+			_ = os.Symlink(kubectl, link)
+		}
+	}
+	return b.Dir, nil
+}
+
+func ensure(ctx context.Context, progress io.Writer, names ...string) (Binaries, error) {
+	if progress == nil {
+		progress = io.Discard
+	}
+	dir, err := CacheDir()
+	if err != nil {
+		return Binaries{}, err
+	}
+	b := Binaries{Dir: dir}
+	if len(missing(b, names)) == 0 {
+		return b, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Binaries{}, fmt.Errorf("creating the binary cache %s: %w", dir, err)
+	}
+	unlock, err := lockFile(ctx, dir+".lock", progress)
+	if err != nil {
+		return Binaries{}, err
+	}
+	defer unlock()
+
+	todo := missing(b, names)
+	if len(todo) == 0 {
+		return b, nil
+	}
+	srcRoot, err := k8sbinDir()
+	if err != nil {
+		return Binaries{}, err
+	}
+	start := time.Now()
+	for _, name := range todo {
+		if err := build(ctx, progress, srcRoot, dir, name); err != nil {
+			return Binaries{}, err
+		}
+	}
+	fmt.Fprintf(progress, "built %s in %s into %s\n", strings.Join(todo, ", "), time.Since(start).Round(time.Second), dir)
+	return b, nil
+}
+
+func missing(b Binaries, names []string) []string {
+	var out []string
+	for _, n := range names {
+		if _, err := os.Stat(b.Path(n)); err != nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// build compiles one binary with the caller's Go toolchain and build cache and
+// renames it into place, so a binary in the cache is always complete.
+func build(ctx context.Context, progress io.Writer, srcRoot, dir, name string) error {
+	src, ok := sources[name]
+	if !ok {
+		return fmt.Errorf("unknown binary %q", name)
+	}
+	tmp := filepath.Join(dir, "."+name+".tmp")
+	args := []string{"build", "-buildvcs=false", "-o", tmp}
+	if src.ldflags != "" {
+		args = append(args, "-ldflags", src.ldflags)
+	}
+	args = append(args, src.pkg)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = filepath.Join(srcRoot, src.module)
+	// The modules under tools/k8sbin stand alone: a go.work elsewhere in the
+	// tree must not pull them into another build list.
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
+	var out strings.Builder
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+
+	fmt.Fprintf(progress, "building %s (%s) ...\n", name, src.pkg)
+	start := time.Now()
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(30 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				fmt.Fprintf(progress, "  still building %s (%s)\n", name, time.Since(start).Round(time.Second))
+			}
+		}
+	}()
+	err := cmd.Run()
+	close(done)
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("building %s in %s failed (go %s): %w\n%s", name, cmd.Dir, strings.Join(args, " "), err, out.String())
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		return fmt.Errorf("placing %s in the cache: %w", name, err)
+	}
+	fmt.Fprintf(progress, "built %s in %s\n", name, time.Since(start).Round(time.Second))
+	return nil
+}
+
+// k8sbinDir finds tools/k8sbin: next to this package's source, which go test
+// and go run always have, or else above the working directory.
+func k8sbinDir() (string, error) {
+	var candidates []string
+	if _, file, _, ok := runtime.Caller(0); ok {
+		candidates = append(candidates, filepath.Join(filepath.Dir(file), "..", "k8sbin"))
+	}
+	if wd, err := os.Getwd(); err == nil {
+		for d := wd; ; d = filepath.Dir(d) {
+			candidates = append(candidates, filepath.Join(d, "tools", "k8sbin"))
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	for _, c := range candidates {
+		if _, err := os.Stat(filepath.Join(c, "kube", "go.mod")); err == nil {
+			return filepath.Clean(c), nil
+		}
+	}
+	return "", errors.New("cannot find tools/k8sbin/kube/go.mod to build the Kubernetes binaries: run from a checkout of the repository")
+}
+
+// lockFile takes an exclusive flock on path, waiting while another process
+// builds. The standard library has no file lock; flock is one call, so no
+// extra dependency is warranted.
+func lockFile(ctx context.Context, path string, progress io.Writer) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("opening build lock %s: %w", path, err)
+	}
+	told := false
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("locking %s: %w", path, err)
+		}
+		if !told {
+			fmt.Fprintf(progress, "waiting for another process building into %s\n", filepath.Dir(path))
+			told = true
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}

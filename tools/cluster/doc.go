@@ -1,0 +1,30 @@
+// Package cluster builds the pinned etcd, Kubernetes and kwok binaries from
+// source and runs them as a local cluster for tests and development.
+//
+// Binaries: EnsureBinaries compiles etcd, kube-apiserver,
+// kube-controller-manager, kube-scheduler, kubelet and kwok from the modules in
+// tools/k8sbin with the local Go toolchain and build cache, into
+// ${KUBEOPENCODE_CACHE:-$HOME/.cache/kubeopencode}/k8s/<versions>/. The first
+// build takes 10-15 minutes on two cores; later calls return at once, and
+// concurrent callers share one build through a file lock.
+//
+// API server only: package envtest (tools/cluster/envtest) runs etcd and
+// kube-apiserver through controller-runtime's envtest with CRDs installed:
+//
+//	cfg := envtest.ForTest(t, "../../manifests/crds")
+//
+// Whole cluster: Start runs etcd, kube-apiserver (client-certificate auth,
+// RBAC and Node authorization, NodeRestriction and PodSecurity admission),
+// kube-controller-manager with all default controllers, kube-scheduler and
+// kwok with fake nodes, all on 127.0.0.1:
+//
+//	c, err := cluster.Start(ctx, cluster.Options{Nodes: 2})
+//	defer c.Stop()
+//	cfg := c.RESTConfig() // or KUBECONFIG=c.Kubeconfig
+//
+// Pods on fake nodes never run; kwok reports init containers finished with
+// exit code 0 and containers running, then, for pods with restartPolicy Never
+// or OnFailure, ends them after AnnotationDuration (default one second) with
+// AnnotationExitCode (default 0; non-zero fails the pod and is the container's
+// terminated exit code). Pods being deleted are removed at once.
+package cluster
