@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/plumbing/transport/client"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 	"golang.org/x/crypto/ssh"
@@ -25,6 +26,10 @@ func init() {
 	// a Host alias there must not redirect where a Task's repository is
 	// fetched from.
 	gitssh.DefaultSSHConfig = nil
+	// go-git's file:// and git:// transports are never wanted here; the
+	// file transport would even run git-upload-pack as a subprocess.
+	client.InstallProtocol("file", nil)
+	client.InstallProtocol("git", nil)
 }
 
 // parseRepository accepts https://, http://, ssh:// and scp-like URLs and
