@@ -2,6 +2,8 @@ package gitinit
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -45,8 +47,13 @@ func isTransient(err error) bool {
 	if status := httpStatus(err); status != 0 {
 		return status >= 500 || status == http.StatusTooManyRequests || status == http.StatusRequestTimeout
 	}
+	if isTLSError(err) {
+		return false
+	}
+	var opErr *net.OpError
+	var dnsErr *net.DNSError
 	var ne net.Error
-	if errors.As(err, &ne) {
+	if errors.As(err, &opErr) || errors.As(err, &dnsErr) || errors.As(err, &ne) && ne.Timeout() {
 		return true
 	}
 	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
@@ -60,6 +67,16 @@ func isTransient(err error) bool {
 		}
 	}
 	return false
+}
+
+// isTLSError reports a certificate the client does not trust, which no
+// retry can fix.
+func isTLSError(err error) bool {
+	var verr *tls.CertificateVerificationError
+	var uerr x509.UnknownAuthorityError
+	var herr x509.HostnameError
+	var cerr x509.CertificateInvalidError
+	return errors.As(err, &verr) || errors.As(err, &uerr) || errors.As(err, &herr) || errors.As(err, &cerr)
 }
 
 // httpStatus digs the HTTP status out of go-git's error, 0 if there is none.
@@ -98,8 +115,19 @@ func describe(err error, url string, haveCredentials bool) string {
 	case errors.Is(err, transport.ErrEmptyRemoteRepository):
 		return fmt.Sprintf("repository %s is empty: it has no commit to check out", url)
 	}
+	if isTLSError(err) {
+		return fmt.Sprintf("TLS certificate of %s is not trusted (%v): the server must present a certificate from a public CA", url, tlsReason(err))
+	}
 	if status := httpStatus(err); status != 0 {
 		return fmt.Sprintf("%s answered HTTP %d %s", url, status, http.StatusText(status))
 	}
 	return fmt.Sprintf("%s: %v", url, err)
+}
+
+func tlsReason(err error) error {
+	var verr *tls.CertificateVerificationError
+	if errors.As(err, &verr) {
+		return verr.Err
+	}
+	return err
 }

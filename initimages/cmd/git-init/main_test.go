@@ -25,7 +25,11 @@ func TestBinary(t *testing.T) {
 	termLog := proctest.TerminationLog(t, sandbox)
 	repo := gittest.NewRepo(t, gittest.RepoOptions{})
 	const user, pass = "robot", "bin-s3cr3t"
-	srv := gittest.NewHTTPServer(t, repo.Root, gittest.HTTPOptions{Username: user, Password: pass})
+	srv := gittest.NewHTTPServer(t, repo.Root, gittest.HTTPOptions{Username: user, Password: pass, TLS: true})
+	certs := filepath.Join(sandbox, "ca.pem")
+	b, err := os.ReadFile(srv.CertFile)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(certs, b, 0o644))
 	url := srv.URL + "/repo.git"
 	ws := proctest.Volume(t, filepath.Join(sandbox, "workspace"))
 
@@ -45,6 +49,9 @@ func TestBinary(t *testing.T) {
 			"KUBEOPENCODE_ALLOWED_ROOTS=" + ws,
 			"KUBEOPENCODE_GIT_RETRY_BUDGET=1s",
 			"KUBEOPENCODE_GIT_INITIAL_BACKOFF=100ms",
+			// Go's standard override of the system roots trusts the
+			// test server's self-signed certificate.
+			"SSL_CERT_FILE=" + certs,
 		}
 	}
 	plan := func(ref, dir string) contract.GitPlan {
@@ -61,6 +68,7 @@ func TestBinary(t *testing.T) {
 		assert.Equal(t, contract.Result{Commit: repo.Main[4], Repository: url}, r.Result)
 		assert.Contains(t, r.Stdout, repo.Main[4])
 		assert.NotContains(t, r.Stdout+r.Stderr+r.RawResult, pass)
+		assert.NotContains(t, r.Stderr, "WARNING", "https needs no warning")
 		dest := filepath.Join(ws, "success")
 		assert.Equal(t, repo.Main[4], gittest.Git(t, dest, "rev-parse", "HEAD"))
 		assert.Empty(t, gittest.Git(t, dest, "status", "--porcelain"))
@@ -103,6 +111,15 @@ func TestBinary(t *testing.T) {
 		assert.Equal(t, `Git context "src": ref "nope" not found in `+url+": no branch, tag or commit of that name", r.Result.Error)
 		assert.Equal(t, url, r.Result.Repository)
 		assert.Contains(t, r.Stderr, `ref "nope" not found`)
+	})
+
+	t.Run("untrusted certificate", func(t *testing.T) {
+		e := env(plan("main", "untrusted"))
+		start := time.Now()
+		r := proctest.Exec(t, bin, termLog, e[:len(e)-1]...) // without SSL_CERT_FILE
+		assert.Equal(t, 1, r.ExitCode)
+		assert.Contains(t, r.Result.Error, "TLS certificate of "+url+" is not trusted")
+		assert.Less(t, time.Since(start), 500*time.Millisecond, "not retried")
 	})
 
 	t.Run("unreachable", func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
@@ -120,6 +121,8 @@ func NewRepo(tb testing.TB, opts RepoOptions) *Repo {
 		r.Main = append(r.Main, Git(tb, work, "rev-parse", "HEAD"))
 	}
 	Git(tb, work, "tag", "v0.1", r.Main[1])
+	// A tag with a branch's name: the branch must win.
+	Git(tb, work, "tag", "feature", r.Main[0])
 	Git(tb, work, "tag", "-a", "-m", "release 1.0", "v1.0", r.Main[2])
 	r.LightTag, r.AnnotatedTag = "v0.1", "v1.0"
 	Git(tb, work, "checkout", "-q", "-b", "feature", r.Main[2])
@@ -143,12 +146,17 @@ type HTTPOptions struct {
 	AllowReachableSHA1 bool
 	// FailFirst answers that many requests with 503 before serving.
 	FailFirst int32
+	// TLS serves HTTPS with a self-signed certificate for 127.0.0.1; see
+	// HTTPServer.CertFile.
+	TLS bool
 }
 
 // HTTPServer is git http-backend served over HTTP on 127.0.0.1.
 type HTTPServer struct {
 	*httptest.Server
 	Requests atomic.Int32
+	// CertFile is the PEM certificate of a TLS server, for SSL_CERT_FILE.
+	CertFile string
 }
 
 // NewHTTPServer serves every repository below root.
@@ -173,7 +181,7 @@ func NewHTTPServer(tb testing.TB, root string, opts HTTPOptions) *HTTPServer {
 	backend := &cgi.Handler{Path: gitPath, Args: []string{"http-backend"}, Env: env}
 	s := &HTTPServer{}
 	failed := atomic.Int32{}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.Requests.Add(1)
 		if failed.Load() < opts.FailFirst {
 			failed.Add(1)
@@ -189,8 +197,17 @@ func NewHTTPServer(tb testing.TB, root string, opts HTTPOptions) *HTTPServer {
 			}
 		}
 		backend.ServeHTTP(w, r)
-	}))
+	})
+	if !opts.TLS {
+		s.Server = httptest.NewServer(handler)
+		tb.Cleanup(s.Close)
+		return s
+	}
+	s.Server = httptest.NewTLSServer(handler)
 	tb.Cleanup(s.Close)
+	s.CertFile = filepath.Join(tb.TempDir(), "server.pem")
+	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw})
+	require.NoError(tb, os.WriteFile(s.CertFile, cert, 0o644))
 	return s
 }
 
