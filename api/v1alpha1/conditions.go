@@ -18,16 +18,24 @@ const (
 
 // Reasons of the Ready condition.
 const (
-	ReasonResolved              = "Resolved"
-	ReasonAgentNotFound         = "AgentNotFound"
-	ReasonConfigMapNotFound     = "ConfigMapNotFound"
-	ReasonConfigMapKeyNotFound  = "ConfigMapKeyNotFound"
-	ReasonSecretNotFound        = "SecretNotFound"
-	ReasonSecretKeyNotFound     = "SecretKeyNotFound"
-	ReasonImageResolutionFailed = "ImageResolutionFailed"
-	ReasonInvalidContexts       = "InvalidContexts"
-	ReasonContextTooLarge       = "ContextTooLarge"
-	ReasonJobNameConflict       = "JobNameConflict"
+	ReasonResolved               = "Resolved"
+	ReasonAgentNotFound          = "AgentNotFound"
+	ReasonConfigMapNotFound      = "ConfigMapNotFound"
+	ReasonConfigMapKeyNotFound   = "ConfigMapKeyNotFound"
+	ReasonSecretNotFound         = "SecretNotFound"
+	ReasonSecretKeyNotFound      = "SecretKeyNotFound"
+	ReasonImageResolutionFailed  = "ImageResolutionFailed"
+	ReasonInvalidContexts        = "InvalidContexts"
+	ReasonContextTooLarge        = "ContextTooLarge"
+	ReasonJobNameConflict        = "JobNameConflict"
+	ReasonServiceAccountNotFound = "ServiceAccountNotFound"
+)
+
+// Condition types of an Agent.
+const (
+	// AgentConditionReady is True when the Agent's Tasks can run: its
+	// ServiceAccount exists.
+	AgentConditionReady = "Ready"
 )
 
 // Reasons of the Queued condition.

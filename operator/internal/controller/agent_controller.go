@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -20,6 +21,9 @@ import (
 // how many wait in the queue.
 type AgentReconciler struct {
 	Client client.Client
+	// APIReader reads ServiceAccounts, which are not cached.
+	APIReader       client.Reader
+	serviceAccounts *serviceAccounts
 }
 
 // Reconcile recounts one Agent's Tasks.
@@ -45,23 +49,37 @@ func (r *AgentReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 	changed := agent.Status.Running != running || agent.Status.Queued != queued || agent.Status.ObservedGeneration != agent.Generation
 	agent.Status.Running, agent.Status.Queued = running, queued
 	agent.Status.ObservedGeneration = agent.Generation
-	ready := metav1.Condition{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Accepted", Message: "The Agent accepts Tasks.", ObservedGeneration: agent.Generation}
-	if c := meta.FindStatusCondition(agent.Status.Conditions, ready.Type); c == nil || c.ObservedGeneration != agent.Generation {
+	ready := metav1.Condition{Type: v1alpha1.AgentConditionReady, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonResolved,
+		Message: "The Agent's ServiceAccount exists; its Tasks can run.", ObservedGeneration: agent.Generation}
+	ok, err := r.serviceAccounts.exists(ctx, agent.Namespace, agent.Spec.ServiceAccountName)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	var requeue reconcile.Result
+	if !ok {
+		ready.Status, ready.Reason = metav1.ConditionFalse, v1alpha1.ReasonServiceAccountNotFound
+		ready.Message = fmt.Sprintf("ServiceAccount %q does not exist in namespace %s: create it; until then this Agent's Tasks wait in Pending.", agent.Spec.ServiceAccountName, agent.Namespace)
+		requeue.RequeueAfter = recheckMissing
+	}
+	if c := meta.FindStatusCondition(agent.Status.Conditions, ready.Type); c == nil || c.ObservedGeneration != agent.Generation || c.Status != ready.Status || c.Message != ready.Message {
 		meta.SetStatusCondition(&agent.Status.Conditions, ready)
 		changed = true
 	}
 	if !changed {
-		return reconcile.Result{}, nil
+		return requeue, nil
 	}
-	err := r.Client.Status().Patch(ctx, agent, patch)
+	err = r.Client.Status().Patch(ctx, agent, patch)
 	if apierrors.IsNotFound(err) {
 		return reconcile.Result{}, nil
 	}
-	return reconcile.Result{}, err
+	return requeue, err
 }
 
 // SetupWithManager registers the Agent controller. IndexTasks must have been called.
 func (r *AgentReconciler) SetupWithManager(mgr manager.Manager) error {
+	if r.serviceAccounts == nil {
+		r.serviceAccounts = newServiceAccounts(r.APIReader)
+	}
 	return ctrl.ControllerManagedBy(mgr).
 		Named("agent").
 		For(&v1alpha1.Agent{}).

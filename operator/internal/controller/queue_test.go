@@ -197,6 +197,11 @@ func TestRestartKeepsOneJobPerTask(t *testing.T) {
 			waitPhase(t, ns, running[0], v1alpha1.TaskPhaseCompleted)
 		}()
 	}
+	startController(t)
+	eventually(t, 20*time.Second, "two running after the last restart", func() bool {
+		return len(tasksByPhase(t, ns)[v1alpha1.TaskPhaseRunning]) == 2
+	})
+	time.Sleep(300 * time.Millisecond)
 	var jobs batchv1.JobList
 	require.NoError(t, k8s.List(context.Background(), &jobs, client.InNamespace(ns)))
 	perTask := map[string]int{}

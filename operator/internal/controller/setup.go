@@ -38,6 +38,9 @@ func IndexTasks(ctx context.Context, mgr ctrl.Manager) error {
 // SetupWithManager registers the Task controller. IndexTasks must have been called.
 func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 	r.admission = newAdmission()
+	if r.serviceAccounts == nil {
+		r.serviceAccounts = newServiceAccounts(r.APIReader)
+	}
 	registerMetrics(mgr.GetCache())
 	c := mgr.GetCache()
 	return ctrl.NewControllerManagedBy(mgr).

@@ -51,12 +51,30 @@ type TaskReconciler struct {
 	// StuckPodTimeout: see DefaultStuckPodTimeout.
 	StuckPodTimeout time.Duration
 
-	admission *admission
-	firstSeen sync.Map // types.UID -> time.Time, for the admission latency metric
+	admission       *admission
+	serviceAccounts *serviceAccounts
+	firstSeen       sync.Map // types.UID -> time.Time, for the admission latency metric
 }
 
-// Reconcile moves one Task forward.
+// lockedPatch patches only if the Task has not changed since it was read:
+// a reconcile working from a cache that has not yet seen the controller's
+// own last write must not overwrite it (say, turn a Failed Task whose Job
+// was just removed into JobDeleted).
+func lockedPatch(task *v1alpha1.Task) client.Patch {
+	return client.MergeFromWithOptions(task.DeepCopy(), client.MergeFromWithOptimisticLock{})
+}
+
+// Reconcile moves one Task forward. A conflict means the cache was behind:
+// the Task is simply looked at again.
 func (r *TaskReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	res, err := r.reconcile(ctx, req)
+	if apierrors.IsConflict(err) {
+		return reconcile.Result{Requeue: true}, nil
+	}
+	return res, err
+}
+
+func (r *TaskReconciler) reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	task := &v1alpha1.Task{}
 	if err := r.Client.Get(ctx, req.NamespacedName, task); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -95,6 +113,14 @@ func (r *TaskReconciler) start(ctx context.Context, task *v1alpha1.Task) (reconc
 		return reconcile.Result{}, r.wait(ctx, task, v1alpha1.ReasonAgentNotFound, fmt.Sprintf(
 			"Agent %q does not exist in namespace %s: create it, or set spec.agentRef to an existing Agent. The Task starts as soon as the Agent exists.",
 			task.AgentName(), task.Namespace))
+	}
+
+	if ok, err := r.serviceAccounts.exists(ctx, task.Namespace, agent.Spec.ServiceAccountName); err != nil {
+		return reconcile.Result{}, err
+	} else if !ok {
+		return reconcile.Result{RequeueAfter: recheckMissing}, r.wait(ctx, task, v1alpha1.ReasonServiceAccountNotFound, fmt.Sprintf(
+			"ServiceAccount %q (spec.serviceAccountName of Agent %s) does not exist in namespace %s: create it. The Task starts once it exists.",
+			agent.Spec.ServiceAccountName, agent.Name, task.Namespace))
 	}
 
 	cms, wait, err := r.configMaps(ctx, task, agent)
@@ -157,7 +183,7 @@ func (r *TaskReconciler) start(ctx context.Context, task *v1alpha1.Task) (reconc
 		admissionLatency.Observe(time.Since(seen.(time.Time)).Seconds())
 	}
 
-	patch := client.MergeFrom(task.DeepCopy())
+	patch := lockedPatch(task)
 	now := metav1.Now()
 	task.Status.Phase = v1alpha1.TaskPhaseRunning
 	task.Status.Agent = agent.Name
@@ -257,7 +283,7 @@ func (r *TaskReconciler) follow(ctx context.Context, task *v1alpha1.Task) (recon
 	}
 	// The pod is fine again: clear a trouble reported earlier.
 	if c := meta.FindStatusCondition(task.Status.Conditions, v1alpha1.TaskConditionSucceeded); c != nil && c.Status == metav1.ConditionUnknown {
-		patch := client.MergeFrom(task.DeepCopy())
+		patch := lockedPatch(task)
 		meta.RemoveStatusCondition(&task.Status.Conditions, v1alpha1.TaskConditionSucceeded)
 		return reconcile.Result{}, r.Client.Status().Patch(ctx, task, patch)
 	}
@@ -287,7 +313,7 @@ func (r *TaskReconciler) troubled(ctx context.Context, task *v1alpha1.Task, job 
 		return reconcile.Result{}, r.fail(ctx, task, v1alpha1.TaskConditionSucceeded, t.reason, msg, nil)
 	}
 	if c == nil || c.Reason != t.reason || c.Message != t.message {
-		patch := client.MergeFrom(task.DeepCopy())
+		patch := lockedPatch(task)
 		meta.SetStatusCondition(&task.Status.Conditions, metav1.Condition{
 			Type: v1alpha1.TaskConditionSucceeded, Status: metav1.ConditionUnknown, Reason: t.reason,
 			Message: fmt.Sprintf("%s (the Task fails if this lasts %s)", t.message, timeout), ObservedGeneration: task.Generation,
@@ -317,7 +343,7 @@ func (r *TaskReconciler) stop(ctx context.Context, task *v1alpha1.Task) error {
 			return err
 		}
 	}
-	patch := client.MergeFrom(task.DeepCopy())
+	patch := lockedPatch(task)
 	setCondition(task, v1alpha1.TaskConditionStopped, metav1.ConditionTrue, v1alpha1.ReasonUserStopped,
 		fmt.Sprintf("Stopped by the %s annotation.", v1alpha1.StopAnnotation))
 	r.terminate(task, v1alpha1.TaskPhaseFailed, v1alpha1.TaskConditionSucceeded, v1alpha1.ReasonStopped, "The Task was stopped before it finished.")
@@ -331,7 +357,7 @@ func (r *TaskReconciler) stop(ctx context.Context, task *v1alpha1.Task) error {
 
 // finish records a Job's end on the Task.
 func (r *TaskReconciler) finish(ctx context.Context, task *v1alpha1.Task, o outcome) error {
-	patch := client.MergeFrom(task.DeepCopy())
+	patch := lockedPatch(task)
 	task.Status.ExitCode = o.exitCode
 	task.Status.Repositories = o.repos
 	phase := v1alpha1.TaskPhaseFailed
@@ -353,7 +379,7 @@ func (r *TaskReconciler) finish(ctx context.Context, task *v1alpha1.Task, o outc
 
 // fail ends the Task with reason, setting condType False.
 func (r *TaskReconciler) fail(ctx context.Context, task *v1alpha1.Task, condType, reason, message string, exitCode *int32) error {
-	patch := client.MergeFrom(task.DeepCopy())
+	patch := lockedPatch(task)
 	if exitCode != nil {
 		task.Status.ExitCode = exitCode
 	}
@@ -390,7 +416,7 @@ func (r *TaskReconciler) wait(ctx context.Context, task *v1alpha1.Task, reason, 
 	if task.Status.Phase == v1alpha1.TaskPhasePending && c != nil && c.Reason == reason && c.Message == message {
 		return nil
 	}
-	patch := client.MergeFrom(task.DeepCopy())
+	patch := lockedPatch(task)
 	task.Status.Phase = v1alpha1.TaskPhasePending
 	task.Status.Agent = task.AgentName()
 	task.Status.ObservedGeneration = task.Generation
@@ -408,7 +434,7 @@ func (r *TaskReconciler) queue(ctx context.Context, task *v1alpha1.Task, agent *
 	if task.Status.Phase == v1alpha1.TaskPhaseQueued {
 		return nil
 	}
-	patch := client.MergeFrom(task.DeepCopy())
+	patch := lockedPatch(task)
 	task.Status.Phase = v1alpha1.TaskPhaseQueued
 	task.Status.Agent = agent.Name
 	task.Status.ObservedGeneration = task.Generation

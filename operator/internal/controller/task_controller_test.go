@@ -11,6 +11,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -297,4 +298,32 @@ func TestLongAndGeneratedNames(t *testing.T) {
 		require.True(t, ok)
 		assert.True(t, metav1.IsControlledBy(job, task))
 	}
+}
+
+func TestTaskWaitsForTheServiceAccount(t *testing.T) {
+	startController(t)
+	ns := namespace(t)
+	agent := newAgent(ns, "default", nil)
+	agent.Spec.ServiceAccountName = "reviewer-bot"
+	create(t, agent, newTask(ns, "needs-sa"))
+
+	task := waitPhase(t, ns, "needs-sa", v1alpha1.TaskPhasePending)
+	c := condition(task, v1alpha1.TaskConditionReady)
+	assert.Equal(t, v1alpha1.ReasonServiceAccountNotFound, c.Reason)
+	assert.Contains(t, c.Message, `ServiceAccount "reviewer-bot"`)
+	eventually(t, 10*time.Second, "the Agent to report the missing ServiceAccount", func() bool {
+		a := &v1alpha1.Agent{}
+		require.NoError(t, k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "default"}, a))
+		ready := meta.FindStatusCondition(a.Status.Conditions, v1alpha1.AgentConditionReady)
+		return ready != nil && ready.Status == metav1.ConditionFalse && ready.Reason == v1alpha1.ReasonServiceAccountNotFound
+	})
+
+	create(t, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "reviewer-bot", Namespace: ns}})
+	waitPhase(t, ns, "needs-sa", v1alpha1.TaskPhaseRunning)
+	eventually(t, 10*time.Second, "the Agent to become Ready", func() bool {
+		a := &v1alpha1.Agent{}
+		require.NoError(t, k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "default"}, a))
+		ready := meta.FindStatusCondition(a.Status.Conditions, v1alpha1.AgentConditionReady)
+		return ready != nil && ready.Status == metav1.ConditionTrue
+	})
 }
