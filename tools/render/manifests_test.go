@@ -1,0 +1,44 @@
+package render_test
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kubeopencode/kubeopencode/tools/images"
+	"github.com/kubeopencode/kubeopencode/tools/render"
+)
+
+// TestRepositoryManifestsRender renders the install manifests of this
+// repository (what //:manifests and tools/bazel/deploy.sh apply) and checks
+// that the controller Deployment ends up with every image pinned: its own
+// and one flag per init image.
+func TestRepositoryManifestsRender(t *testing.T) {
+	dir := filepath.Join("..", "..", "manifests")
+	files, err := render.Collect([]string{dir})
+	require.NoError(t, err)
+	var install []render.File
+	for _, f := range files {
+		rel := filepath.ToSlash(f.Rel)
+		if strings.HasPrefix(rel, "argo-events/") || strings.HasPrefix(rel, "samples/") || filepath.Base(rel) == "kustomization.yaml" {
+			continue
+		}
+		install = append(install, f)
+	}
+	rendered, err := renderer().RenderFiles(install)
+	require.NoError(t, err)
+	out := string(render.Stream(rendered))
+
+	assert.NotContains(t, out, images.PlaceholderPrefix)
+	assert.Contains(t, out, "image: ghcr.io/kubeopencode/controller@"+dController)
+	for _, img := range images.All {
+		if img.ControllerFlag == "" {
+			continue
+		}
+		want := "--" + img.ControllerFlag + "=ghcr.io/kubeopencode/" + img.Name + "@"
+		assert.Contains(t, out, want, "the controller Deployment passes %s pinned by digest", img.Name)
+	}
+}
