@@ -391,12 +391,23 @@ func (r *run) checkPath(commit plumbing.Hash) error {
 		return nil
 	}
 	rel, _ := checkoutRelPath(r.plan.Path)
-	if _, err := os.Lstat(filepath.Join(r.plan.Dest, rel)); err != nil {
-		ref := r.plan.Ref
-		if ref == "" {
-			ref = "HEAD"
+	ref := r.plan.Ref
+	if ref == "" {
+		ref = "HEAD"
+	}
+	where := fmt.Sprintf("repository %s at %s (commit %s)", r.url, ref, commit)
+	// The agent mounts this path with subPath; resolving it inside an
+	// os.Root tells a symlink out of the checkout from a missing path.
+	root, err := os.OpenRoot(r.plan.Dest)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if _, err := root.Stat(rel); err != nil {
+		if _, lerr := root.Lstat(rel); lerr == nil {
+			return fmt.Errorf("path %q in %s is a symlink that leads outside the repository or nowhere: fix the Git context's path", r.plan.Path, where)
 		}
-		return fmt.Errorf("path %q does not exist in repository %s at %s (commit %s): fix the Git context's path or ref", r.plan.Path, r.url, ref, commit)
+		return fmt.Errorf("path %q does not exist in %s: fix the Git context's path or ref", r.plan.Path, where)
 	}
 	return nil
 }

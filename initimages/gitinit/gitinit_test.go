@@ -170,7 +170,7 @@ func TestMissingRefsAndRepositories(t *testing.T) {
 func TestPathInCheckout(t *testing.T) {
 	repo := gittest.NewRepo(t, gittest.RepoOptions{})
 	srv := gittest.NewHTTPServer(t, repo.Root, gittest.HTTPOptions{})
-	for _, path := range []string{"docs/guide.md", "docs", "docs/nested/", "link-to-readme"} {
+	for _, path := range []string{"docs/guide.md", "docs", "docs/nested/", "link-to-readme", "link-to-docs/guide.md", "/docs"} {
 		t.Run("exists "+path, func(t *testing.T) {
 			h := newHarness(t)
 			p := h.plan(srv.URL+"/repo.git", "main", 1)
@@ -186,6 +186,14 @@ func TestPathInCheckout(t *testing.T) {
 		_, err := h.run(p)
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), `path "docs/missing.md" does not exist in repository `+srv.URL+"/repo.git at v0.1")
+	})
+	t.Run("symlink out of the checkout", func(t *testing.T) {
+		h := newHarness(t)
+		p := h.plan(srv.URL+"/repo.git", "main", 1)
+		p.Path = "link-out"
+		_, err := h.run(p)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), `path "link-out" in repository `+srv.URL+"/repo.git at main (commit "+repo.Main[4]+") is a symlink that leads outside the repository")
 	})
 	t.Run("escape", func(t *testing.T) {
 		h := newHarness(t)

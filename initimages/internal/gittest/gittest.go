@@ -106,6 +106,7 @@ func NewRepo(tb testing.TB, opts RepoOptions) *Repo {
 			write("run.sh", "#!/bin/sh\necho hi\n", 0o755)
 			require.NoError(tb, os.Symlink("README.md", filepath.Join(work, "link-to-readme")))
 			require.NoError(tb, os.Symlink("docs", filepath.Join(work, "link-to-docs")))
+			require.NoError(tb, os.Symlink("../../../etc", filepath.Join(work, "link-out")))
 		}
 		write("history.txt", strings.Repeat("line\n", i), 0o644)
 		if i == 5 && opts.BigFileSize > 0 {
