@@ -254,6 +254,14 @@ func TestHTTPBasicAuth(t *testing.T) {
 		assert.Contains(t, err.Error(), `Git context "src" (http://robot:xxxxx@`)
 		assertNoSecret(t, p.Dest, "wrong-"+pass, h.log.String()+err.Error(), res)
 	})
+	t.Run("token without user name", func(t *testing.T) {
+		tokenSrv := gittest.NewHTTPServer(t, repo.Root, gittest.HTTPOptions{Username: "git", Password: "ghp_token123"})
+		h := newHarness(t)
+		p := h.plan(tokenSrv.URL+"/repo.git", "main", 1)
+		p.CredentialsDir = h.secret(map[string]string{"password": "ghp_token123\n"})
+		_, err := h.run(p)
+		require.NoError(t, err, h.log.String())
+	})
 	t.Run("missing Secret", func(t *testing.T) {
 		h := newHarness(t)
 		p := h.plan(url, "main", 1)
