@@ -47,7 +47,13 @@ func run() int {
 	return 0
 }
 
-func apply(planPath string, opts contextinit.Options) (contextinit.Stats, error) {
+func apply(planPath string, opts contextinit.Options) (stats contextinit.Stats, err error) {
+	// A bug must still end in a termination message, not only a stack trace.
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("context-init failed unexpectedly: %v", p)
+		}
+	}()
 	data, err := os.ReadFile(planPath)
 	if err != nil {
 		return contextinit.Stats{}, fmt.Errorf("cannot read the context plan: %w (the controller mounts it from the Task's plan ConfigMap)", err)

@@ -56,7 +56,13 @@ func run() int {
 	return 0
 }
 
-func clone(ctx context.Context, opts gitinit.Options) (contract.Result, error) {
+func clone(ctx context.Context, opts gitinit.Options) (res contract.Result, err error) {
+	// A bug must still end in a termination message, not only a stack trace.
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("git-init failed unexpectedly: %v", p)
+		}
+	}()
 	raw, ok := os.LookupEnv(contract.GitPlanEnv)
 	if !ok || raw == "" {
 		return contract.Result{}, fmt.Errorf("environment variable %s with the Git plan is not set", contract.GitPlanEnv)
