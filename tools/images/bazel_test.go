@@ -165,8 +165,14 @@ func TestBazelImagesMatchDefinitions(t *testing.T) {
 
 			layer := tars[img.Name+"_layer"]
 			require.NotNil(t, layer, "BUILD.bazel: no pkg_tar %s_layer", img.Name)
-			assert.Equal(t, map[string]any{binLabel: strings.TrimPrefix(img.BinaryPath(), "/")}, root.attr(layer, "files"),
-				"%s_layer must hold exactly the binary of %s at %s", img.Name, img.MainPackage, img.BinaryPath())
+			assert.Equal(t, []string{binLabel}, strs(root.attr(layer, "srcs")),
+				"%s_layer must hold exactly the binary of %s", img.Name, img.MainPackage)
+			assert.Equal(t, images.BinaryDir, root.attr(layer, "package_dir"))
+			assert.Nil(t, root.attr(layer, "files"), "pkg_tar's files attribute is obsolete")
+			// pkg_tar names the file after the go_binary, which Gazelle names
+			// after the directory: that name must be the image name.
+			assert.Equal(t, img.Name, path.Base(packageDir(img)), "the binary of %s would land at %s/%s, not %s",
+				img.Name, images.BinaryDir, path.Base(packageDir(img)), img.BinaryPath())
 			assert.Equal(t, "0755", root.attr(layer, "mode"))
 			assert.Equal(t, "0.0", root.attr(layer, "owner"))
 
