@@ -332,8 +332,9 @@ func migrateOne(raw []byte, opts Options, res *Result) error {
 		map[string]any{
 			"apiVersion": argo.APIVersion, "kind": "EventSource", "metadata": meta(base),
 			"spec": map[string]any{
-				"service": map[string]any{"ports": []any{map[string]any{"name": "webhook", "port": 12000, "targetPort": 12000}}},
-				"github":  map[string]any{eventName: gh},
+				"template": podTemplate(base + "-eventsource"),
+				"service":  map[string]any{"ports": []any{map[string]any{"name": "webhook", "port": 12000, "targetPort": 12000}}},
+				"github":   map[string]any{eventName: gh},
 			},
 		},
 	)
@@ -345,11 +346,12 @@ func migrateOne(raw []byte, opts Options, res *Result) error {
 		map[string]any{
 			"apiVersion": argo.APIVersion, "kind": "Sensor", "metadata": meta(base),
 			"spec": map[string]any{
-				"template":     map[string]any{"serviceAccountName": saName},
+				"template":     podTemplate(saName),
 				"dependencies": deps,
 				"triggers":     triggers,
 			},
 		},
+		map[string]any{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(base + "-eventsource"), "automountServiceAccountToken": false},
 		map[string]any{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(saName)},
 		map[string]any{
 			"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(saName + "-create-tasks"),
@@ -362,6 +364,30 @@ func migrateOne(raw []byte, opts Options, res *Result) error {
 		},
 	)
 	return nil
+}
+
+// podTemplate runs an EventSource or Sensor pod as the given ServiceAccount,
+// non-root with a read-only root filesystem (and a writable /tmp), like the
+// shipped example in manifests/argo-events.
+func podTemplate(serviceAccount string) map[string]any {
+	return map[string]any{
+		"serviceAccountName": serviceAccount,
+		"securityContext": map[string]any{
+			"runAsNonRoot":   true,
+			"runAsUser":      65532,
+			"runAsGroup":     65532,
+			"seccompProfile": map[string]any{"type": "RuntimeDefault"},
+		},
+		"container": map[string]any{
+			"securityContext": map[string]any{
+				"allowPrivilegeEscalation": false,
+				"readOnlyRootFilesystem":   true,
+				"capabilities":             map[string]any{"drop": []any{"ALL"}},
+			},
+			"volumeMounts": []any{map[string]any{"name": "tmp", "mountPath": "/tmp"}},
+		},
+		"volumes": []any{map[string]any{"name": "tmp", "emptyDir": map[string]any{}}},
+	}
 }
 
 // taskTrigger builds the k8s trigger that creates the rule's Task: static
