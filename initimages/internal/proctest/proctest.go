@@ -100,7 +100,9 @@ func Exec(tb testing.TB, bin, termLog string, env ...string) Run {
 	tb.Helper()
 	require.NoError(tb, os.WriteFile(termLog, nil, 0o666))
 	cmd := exec.Command(bin)
-	cmd.Env = append(env, initutil.EnvTerminationMessagePath+"="+termLog)
+	// No HOME and an unusable TMPDIR: with a read-only root filesystem the
+	// binaries may write nowhere but their volumes.
+	cmd.Env = append(env, initutil.EnvTerminationMessagePath+"="+termLog, "TMPDIR=/nonexistent")
 	cmd.Dir = "/"
 	if AsPod() {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: PodID, Gid: PodID, Groups: []uint32{PodID}}}
