@@ -248,7 +248,11 @@ func migrateOne(raw []byte, opts Options, res *Result) error {
 	}
 	if a := wt.Spec.Auth; a != nil && a.HMAC != nil && a.HMAC.SecretRef != nil && a.HMAC.SecretRef.Name != "" {
 		h := a.HMAC
-		key := firstNonEmpty(h.SecretRef.Key, "secret")
+		key := h.SecretRef.Key
+		if key == "" {
+			key = "secret"
+			add("", true, true, "spec.auth.hmac.secretRef names no key: the output reads key %q of Secret %s; change webhookSecret.key if the secret is stored under another key", key, h.SecretRef.Name)
+		}
 		gh["webhookSecret"] = map[string]any{"name": h.SecretRef.Name, "key": key}
 		add("", true, false, "HMAC secret %s key %s became the GitHub webhook secret", h.SecretRef.Name, key)
 		if hd := strings.ToLower(h.Header); hd != "" && hd != "x-hub-signature-256" && hd != "x-hub-signature" {
@@ -265,9 +269,15 @@ func migrateOne(raw []byte, opts Options, res *Result) error {
 	var deps, triggers []any
 	var events []string
 	sawEventType := false
+	usedNames := map[string]bool{}
 	for i, rule := range wt.Spec.Rules {
 		ruleName := firstNonEmpty(rule.Name, fmt.Sprintf("rule-%d", i))
 		depName := k8sName(ruleName)
+		// Dependency and trigger names must be unique within the Sensor.
+		for n := 2; usedNames[depName]; n++ {
+			depName = fmt.Sprintf("%s-%d", k8sName(ruleName), n)
+		}
+		usedNames[depName] = true
 		tf, err := translateFilter(rule.Filter)
 		if err != nil {
 			add(ruleName, false, false, "filter: %v; the rule was left out", err)

@@ -309,3 +309,39 @@ func findingsText(r *Result) string {
 	}
 	return b.String()
 }
+
+func TestRuleNamesStayUniqueAndMissingKeyIsReported(t *testing.T) {
+	res, err := Migrate("x.yaml", strings.NewReader(`
+apiVersion: kubeopencode.io/v1alpha1
+kind: WebhookTrigger
+metadata: {name: dup, namespace: ci}
+spec:
+  auth: {hmac: {secretRef: {name: hook}}}
+  rules:
+    - name: Review PR
+      filter: 'headers["x-github-event"] == "pull_request"'
+      resourceTemplate: {task: {description: "a"}}
+    - name: review-pr
+      filter: 'headers["x-github-event"] == "pull_request"'
+      resourceTemplate: {task: {description: "b"}}
+`), Options{})
+	require.NoError(t, err)
+	assert.Contains(t, findingsText(res), `names no key: the output reads key "secret" of Secret hook`)
+	var sensor map[string]any
+	for _, o := range res.Objects {
+		if o["kind"] == "Sensor" {
+			sensor = o
+		}
+	}
+	require.NotNil(t, sensor)
+	deps, _, _ := unstructured.NestedSlice(sensor, "spec", "dependencies")
+	require.Len(t, deps, 2)
+	assert.Equal(t, "review-pr", deps[0].(map[string]any)["name"])
+	assert.Equal(t, "review-pr-2", deps[1].(map[string]any)["name"])
+	s := &unstructured.Unstructured{Object: sensor}
+	for trigger, want := range map[string]string{"review-pr": "a", "review-pr-2": "b"} {
+		obj, err := fire(t, s, trigger, delivery(t, "pull_request", "pull_request.opened.json"))
+		require.NoError(t, err)
+		assert.Equal(t, want, str(t, obj, "spec", "description"))
+	}
+}
