@@ -45,11 +45,12 @@ type Binaries struct {
 func (b Binaries) Path(name string) string { return filepath.Join(b.Dir, name) }
 
 // binarySource says where a binary comes from: the package to build inside one
-// of the modules under tools/k8sbin.
+// of the modules of the repository.
 type binarySource struct {
-	module  string // directory under tools/k8sbin
+	module  string // module directory, relative to the repository root
 	pkg     string
 	ldflags string
+	static  bool // runs inside a container image without libc
 }
 
 // kubeVersionFlags stamps the release into the binaries; without it they
@@ -62,13 +63,17 @@ var kubeVersionFlags = strings.Join([]string{
 }, " ")
 
 var sources = map[string]binarySource{
-	Etcd:                  {module: "etcd", pkg: "go.etcd.io/etcd/server/v3"},
-	KubeAPIServer:         {module: "kube", pkg: "k8s.io/kubernetes/cmd/kube-apiserver", ldflags: kubeVersionFlags},
-	KubeControllerManager: {module: "kube", pkg: "k8s.io/kubernetes/cmd/kube-controller-manager", ldflags: kubeVersionFlags},
-	KubeScheduler:         {module: "kube", pkg: "k8s.io/kubernetes/cmd/kube-scheduler", ldflags: kubeVersionFlags},
-	Kubelet:               {module: "kube", pkg: "k8s.io/kubernetes/cmd/kubelet", ldflags: kubeVersionFlags},
-	Kwok:                  {module: "kwok", pkg: "sigs.k8s.io/kwok/cmd/kwok", ldflags: "-X sigs.k8s.io/kwok/pkg/consts.Version=" + KwokVersion},
+	Etcd:                  {module: "tools/k8sbin/etcd", pkg: "go.etcd.io/etcd/server/v3"},
+	KubeAPIServer:         {module: "tools/k8sbin/kube", pkg: "k8s.io/kubernetes/cmd/kube-apiserver", ldflags: kubeVersionFlags},
+	KubeControllerManager: {module: "tools/k8sbin/kube", pkg: "k8s.io/kubernetes/cmd/kube-controller-manager", ldflags: kubeVersionFlags},
+	KubeScheduler:         {module: "tools/k8sbin/kube", pkg: "k8s.io/kubernetes/cmd/kube-scheduler", ldflags: kubeVersionFlags},
+	Kubelet:               {module: "tools/k8sbin/kube", pkg: "k8s.io/kubernetes/cmd/kubelet", ldflags: kubeVersionFlags},
+	Kwok:                  {module: "tools/k8sbin/kwok", pkg: "sigs.k8s.io/kwok/cmd/kwok", ldflags: "-X sigs.k8s.io/kwok/pkg/consts.Version=" + KwokVersion},
+	pause:                 {module: ".", pkg: "github.com/kubeopencode/kubeopencode/tools/cluster/internal/pause", static: true},
 }
+
+// pause is the sandbox binary of the real node's pause image.
+const pause = "pause"
 
 // allBinaries is the build order: the quick etcd first, then the API server
 // that envtest needs, then the rest.
@@ -142,7 +147,7 @@ func ensure(ctx context.Context, progress io.Writer, names ...string) (Binaries,
 	if len(todo) == 0 {
 		return b, nil
 	}
-	srcRoot, err := k8sbinDir()
+	srcRoot, err := repoRoot()
 	if err != nil {
 		return Binaries{}, err
 	}
@@ -184,6 +189,9 @@ func build(ctx context.Context, progress io.Writer, srcRoot, dir, name string) e
 	// The modules under tools/k8sbin stand alone: a go.work elsewhere in the
 	// tree must not pull them into another build list.
 	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
+	if src.static {
+		cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
+	}
 	var out strings.Builder
 	cmd.Stdout = &out
 	cmd.Stderr = &out
@@ -216,23 +224,24 @@ func build(ctx context.Context, progress io.Writer, srcRoot, dir, name string) e
 	return nil
 }
 
-// k8sbinDir finds tools/k8sbin: next to this package's source, which go test
-// and go run always have, or else above the working directory.
-func k8sbinDir() (string, error) {
+// repoRoot finds the repository holding tools/k8sbin: two levels above this
+// package's source, which go test and go run always have, or else above the
+// working directory.
+func repoRoot() (string, error) {
 	var candidates []string
 	if _, file, _, ok := runtime.Caller(0); ok {
-		candidates = append(candidates, filepath.Join(filepath.Dir(file), "..", "k8sbin"))
+		candidates = append(candidates, filepath.Join(filepath.Dir(file), "..", ".."))
 	}
 	if wd, err := os.Getwd(); err == nil {
 		for d := wd; ; d = filepath.Dir(d) {
-			candidates = append(candidates, filepath.Join(d, "tools", "k8sbin"))
+			candidates = append(candidates, d)
 			if filepath.Dir(d) == d {
 				break
 			}
 		}
 	}
 	for _, c := range candidates {
-		if _, err := os.Stat(filepath.Join(c, "kube", "go.mod")); err == nil {
+		if _, err := os.Stat(filepath.Join(c, "tools", "k8sbin", "kube", "go.mod")); err == nil {
 			return filepath.Clean(c), nil
 		}
 	}

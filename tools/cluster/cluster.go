@@ -54,6 +54,12 @@ type Options struct {
 	Progress io.Writer
 	// StartTimeout bounds the start-up once the binaries exist; 0 means 3m.
 	StartTimeout time.Duration
+	// RealNode also runs a kubelet with containerd, registered as node
+	// "localhost" (RealNodeName) and labelled kubeopencode.io/real-node=true,
+	// that runs pods in real containers. It needs root and the Debian
+	// packages containerd, runc and containernetworking-plugins. With
+	// RealNode, Nodes counts fake nodes besides it and 0 means none.
+	RealNode bool
 }
 
 // Component names, as used for log files (<Dir>/logs/<name>.log) and PIDs.
@@ -80,6 +86,10 @@ type Cluster struct {
 	restConfig *rest.Config
 	procs      []*process // in start order
 	removeDir  bool
+
+	// Set with Options.RealNode.
+	nodeDir        string
+	containerdSock string
 }
 
 // Start runs etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
@@ -99,7 +109,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		}
 		bins = &b
 	}
-	if opts.Nodes <= 0 {
+	if opts.RealNode {
+		if err := checkRealNodeHost(); err != nil {
+			return nil, err
+		}
+	} else if opts.Nodes <= 0 {
 		opts.Nodes = 1
 	}
 	if opts.StartTimeout <= 0 {
@@ -280,6 +294,14 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	step("%d fake node(s) Ready (%s)", len(c.NodeNames), time.Since(start).Round(time.Millisecond))
 
+	if opts.RealNode {
+		if err := c.startRealNode(ctx, *bins, creds, progress); err != nil {
+			return nil, err
+		}
+		c.NodeNames = append(c.NodeNames, RealNodeName)
+		step("node %s Ready (%s)", RealNodeName, time.Since(start).Round(time.Millisecond))
+	}
+
 	// Pods cannot be created in a namespace before its default service
 	// account exists; waiting here spares every caller a retry loop.
 	if err := waitFor(ctx, "service account default/default", c.procs, func(ctx context.Context) (bool, error) {
@@ -314,10 +336,17 @@ func (c *Cluster) PIDs() map[string]int {
 // removes Dir when Start created it. It is safe to call more than once.
 func (c *Cluster) Stop() error {
 	var errs []error
+	if c.containerdSock != "" && len(c.procs) > 0 {
+		errs = append(errs, c.drainRealNode(60*time.Second))
+	}
 	for i := len(c.procs) - 1; i >= 0; i-- {
 		errs = append(errs, c.procs[i].stop(15*time.Second))
 	}
 	c.procs = nil
+	if c.containerdSock != "" {
+		errs = append(errs, c.cleanupRealNode())
+		c.containerdSock = ""
+	}
 	if c.removeDir {
 		errs = append(errs, os.RemoveAll(c.Dir))
 		c.removeDir = false
@@ -423,6 +452,7 @@ func freePorts(n int) ([]int, error) {
 
 // credentials are the files a cluster's components authenticate with.
 type credentials struct {
+	pki                                 *pki
 	ca, caKey                           string
 	servingCert, servingKey             string
 	kubeletClientCert, kubeletClientKey string
@@ -438,7 +468,7 @@ func writeCredentials(dir, server string) (*credentials, error) {
 	if err != nil {
 		return nil, err
 	}
-	cr := &credentials{ca: p.caFile(), caKey: p.path("ca.key"), kubeconfigs: map[string]string{}}
+	cr := &credentials{pki: p, ca: p.caFile(), caKey: p.path("ca.key"), kubeconfigs: map[string]string{}}
 	cr.servingCert, cr.servingKey, err = p.serving("apiserver",
 		[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.96.0.1")},
 		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"})
