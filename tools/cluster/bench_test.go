@@ -70,3 +70,19 @@ func BenchmarkJobComplete(b *testing.B) {
 		waitJobCondition(b, cs, job, batchv1.JobComplete)
 	}
 }
+
+// BenchmarkStartStopRealNode is BenchmarkStartStop with a kubelet and
+// containerd node instead of a fake node, down to a Stop that drains it.
+func BenchmarkStartStopRealNode(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("a real node needs root")
+	}
+	bins, err := cluster.EnsureBinaries(b.Context(), io.Discard)
+	require.NoError(b, err)
+	b.ResetTimer()
+	for b.Loop() {
+		c, err := cluster.Start(b.Context(), cluster.Options{Binaries: &bins, RealNode: true})
+		require.NoError(b, err)
+		require.NoError(b, c.Stop())
+	}
+}
