@@ -18,12 +18,11 @@ step() {
 	fi
 }
 
-repo_config="$(mktemp)"
-trap 'rm -f "$repo_config"' EXIT
-go run ./tools/bazel/bzlsync repo-config "$repo_config"
 
+step "tools/bazel/go_repositories.bzl lists the modules of go.mod" \
+	go run ./tools/bazel/bzlsync repo-config -check
 step "gazelle: BUILD.bazel files match the Go sources" \
-	tool gazelle -repo_root="$PWD" -repo_config="$repo_config" -mode=diff
+	tool gazelle -mode=diff
 step "MODULE.bazel: use_repo(go_deps) lists what BUILD files use" \
 	go run ./tools/bazel/bzlsync use-repo -check
 step "buildifier: Starlark formatted and lint-clean" \

@@ -7,11 +7,9 @@ cd "$(git rev-parse --show-toplevel)"
 
 tool() { go tool -modfile=tools/devtools/go.mod "$@"; }
 
-repo_config="$(mktemp)"
-trap 'rm -f "$repo_config"' EXIT
-go run ./tools/bazel/bzlsync repo-config "$repo_config"
 
-tool gazelle -repo_root="$PWD" -repo_config="$repo_config"
+go run ./tools/bazel/bzlsync repo-config
+tool gazelle
 go run ./tools/bazel/bzlsync use-repo
 tool buildifier -r -mode=fix -lint=fix -warnings=-module-docstring .
 echo "Bazel files regenerated; review with git diff."
