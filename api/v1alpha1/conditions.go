@@ -57,6 +57,7 @@ const (
 	ReasonJobFailed        = "JobFailed"
 	ReasonContractMismatch = "ContractMismatch"
 	ReasonStopped          = "Stopped"
+	ReasonPodRejected      = "PodRejected"
 )
 
 // Reasons of the Stopped condition.

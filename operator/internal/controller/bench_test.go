@@ -267,6 +267,11 @@ func BenchmarkControllerRSS(b *testing.B) {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	b.Cleanup(func() {
+		if b.Failed() {
+			if log, err := os.ReadFile(logFile.Name()); err == nil {
+				b.Logf("controller log (last 4 KiB):\n%s", log[max(0, len(log)-4096):])
+			}
+		}
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:

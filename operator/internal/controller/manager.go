@@ -31,6 +31,7 @@ type Options struct {
 	Version            string
 	Workers            int
 	StuckPodTimeout    time.Duration
+	PodCreateGrace     time.Duration
 	ImageResolveTTL    time.Duration
 	MetricsAddr        string
 	ProbeAddr          string
@@ -112,6 +113,7 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager,
 		Recorder:        mgr.GetEventRecorder("kubeopencode-controller"),
 		Resolver:        &images.Resolver{Defaults: o.Images, Version: o.Version, TTL: o.ImageResolveTTL},
 		StuckPodTimeout: o.StuckPodTimeout,
+		PodCreateGrace:  o.PodCreateGrace,
 	}
 	if err := tasks.SetupWithManager(mgr, o.Workers); err != nil {
 		return nil, err

@@ -35,6 +35,9 @@ const (
 	// DefaultStuckPodTimeout is how long a pod may stay unable to start
 	// (image pull errors, missing Secrets, unschedulable) before its Task fails.
 	DefaultStuckPodTimeout = 3 * time.Minute
+	// DefaultPodCreateGrace is how long a Job may have no pod before the
+	// controller asks the API server why.
+	DefaultPodCreateGrace = 20 * time.Second
 )
 
 // TaskReconciler turns each Task into exactly one Job and follows the Job to
@@ -50,6 +53,8 @@ type TaskReconciler struct {
 	Resolver  *images.Resolver
 	// StuckPodTimeout: see DefaultStuckPodTimeout.
 	StuckPodTimeout time.Duration
+	// PodCreateGrace: see DefaultPodCreateGrace.
+	PodCreateGrace time.Duration
 
 	admission       *admission
 	serviceAccounts *serviceAccounts
@@ -281,6 +286,11 @@ func (r *TaskReconciler) follow(ctx context.Context, task *v1alpha1.Task) (recon
 	if t := podTrouble(newestPod(pods.Items)); t != nil {
 		return r.troubled(ctx, task, job, t)
 	}
+	if len(pods.Items) == 0 && job.Status.Active == 0 {
+		if res, err, done := r.noPod(ctx, task, job); done {
+			return res, err
+		}
+	}
 	// The pod is fine again: clear a trouble reported earlier.
 	if c := meta.FindStatusCondition(task.Status.Conditions, v1alpha1.TaskConditionSucceeded); c != nil && c.Status == metav1.ConditionUnknown {
 		patch := lockedPatch(task)
@@ -288,6 +298,39 @@ func (r *TaskReconciler) follow(ctx context.Context, task *v1alpha1.Task) (recon
 		return reconcile.Result{}, r.Client.Status().Patch(ctx, task, patch)
 	}
 	return reconcile.Result{}, nil
+}
+
+// noPod explains a Job that has had no pod for PodCreateGrace: the Job
+// controller could not create it. The reason (PodSecurity admission, a
+// quota, a webhook) is only in the Job controller's events, so the controller
+// asks the API server directly with a dry-run create of the same pod.
+func (r *TaskReconciler) noPod(ctx context.Context, task *v1alpha1.Task, job *batchv1.Job) (reconcile.Result, error, bool) {
+	grace := r.PodCreateGrace
+	if grace == 0 {
+		grace = DefaultPodCreateGrace
+	}
+	age := time.Since(job.CreationTimestamp.Time)
+	if age < grace {
+		return reconcile.Result{RequeueAfter: grace - age + 100*time.Millisecond}, nil, true
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: job.Name + "-", Namespace: job.Namespace,
+			Labels: job.Spec.Template.Labels, Annotations: job.Spec.Template.Annotations,
+		},
+		Spec: *job.Spec.Template.Spec.DeepCopy(),
+	}
+	err := r.Client.Create(ctx, pod, client.DryRunAll)
+	if err == nil || !(apierrors.IsForbidden(err) || apierrors.IsInvalid(err)) {
+		// Creatable (the Job controller is just slow) or a transient error:
+		// look again later.
+		return reconcile.Result{RequeueAfter: grace}, nil, true
+	}
+	if derr := r.deleteJob(ctx, job); derr != nil {
+		return reconcile.Result{}, derr, true
+	}
+	return reconcile.Result{}, r.fail(ctx, task, v1alpha1.TaskConditionSucceeded, v1alpha1.ReasonPodRejected,
+		fmt.Sprintf("The API server refuses the Task's pod: %v. Change the Agent (for example podSpec.securityContext) or the namespace's policy.", err), nil), true
 }
 
 // troubled reports a pod that cannot start, and fails the Task when the

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
+	"github.com/kubeopencode/kubeopencode/operator/internal/controller"
 	"github.com/kubeopencode/kubeopencode/operator/internal/jobbuilder"
 )
 
@@ -326,4 +327,46 @@ func TestTaskWaitsForTheServiceAccount(t *testing.T) {
 		ready := meta.FindStatusCondition(a.Status.Conditions, v1alpha1.AgentConditionReady)
 		return ready != nil && ready.Status == metav1.ConditionTrue
 	})
+}
+
+// TestRestrictedNamespaces runs Tasks in a namespace that enforces the
+// PodSecurity "restricted" profile: the Job's pod as built passes it, and an
+// Agent that asks for more gets a Task that fails with the API server's own
+// reason instead of a Job that never gets a pod.
+func TestRestrictedNamespaces(t *testing.T) {
+	startController(t, func(o *controller.Options) { o.PodCreateGrace = time.Second })
+	ns := namespace(t)
+	nsObj := &corev1.Namespace{}
+	require.NoError(t, k8s.Get(context.Background(), client.ObjectKey{Name: ns}, nsObj))
+	nsObj.Labels["pod-security.kubernetes.io/enforce"] = "restricted"
+	require.NoError(t, k8s.Update(context.Background(), nsObj))
+
+	create(t, newAgent(ns, "default", nil))
+	privileged := newAgent(ns, "privileged", nil)
+	privileged.Spec.PodSpec = &v1alpha1.AgentPodSpec{SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true), AllowPrivilegeEscalation: ptr.To(true)}}
+	create(t, privileged)
+	ok := newTask(ns, "restricted-ok")
+	ok.Spec.Contexts = []v1alpha1.ContextItem{
+		{Type: v1alpha1.ContextTypeGit, MountPath: "repo", Git: &v1alpha1.GitContext{Repository: "https://git.example/r.git", SecretRef: &v1alpha1.LocalSecretReference{Name: "git"}}},
+		{Type: v1alpha1.ContextTypeText, Text: ptr.To("x"), MountPath: "/etc/app/x.conf"},
+	}
+	bad := newTask(ns, "asks-for-more")
+	bad.Spec.AgentRef = "privileged"
+	create(t, ok, bad)
+
+	task := waitPhase(t, ns, "asks-for-more", v1alpha1.TaskPhaseFailed)
+	c := condition(task, v1alpha1.TaskConditionSucceeded)
+	assert.Equal(t, v1alpha1.ReasonPodRejected, c.Reason)
+	assert.Contains(t, c.Message, `violates PodSecurity "restricted`)
+	assert.Contains(t, c.Message, "privileged")
+
+	waitPhase(t, ns, "restricted-ok", v1alpha1.TaskPhaseRunning)
+	job, _ := getJob(t, ns, "restricted-ok")
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "probe-", Namespace: ns},
+		Spec:       job.Spec.Template.Spec,
+	}
+	assert.NoError(t, k8s.Create(context.Background(), pod, client.DryRunAll), "the Job's pod passes PodSecurity restricted")
+	time.Sleep(1500 * time.Millisecond)
+	assert.Equal(t, v1alpha1.TaskPhaseRunning, getTask(t, ns, "restricted-ok").Status.Phase, "an admissible pod is left to the Job controller")
 }

@@ -487,6 +487,17 @@ func (b *builder) assemble(credEnv []corev1.EnvVar, credEnvFrom []corev1.EnvFrom
 		{Name: "WORKSPACE_DIR", Value: b.ws},
 		{Name: "TASK_FILE", Value: path.Join(b.ws, TaskFileName)},
 	}
+	if len(b.gitInit) > 0 {
+		// git-init's checkouts belong to UID 65532; git run by an agent
+		// with another UID would refuse them as "dubious ownership".
+		// Config from the environment is honoured where a repository's own
+		// config would not be.
+		env = append(env,
+			corev1.EnvVar{Name: "GIT_CONFIG_COUNT", Value: "1"},
+			corev1.EnvVar{Name: "GIT_CONFIG_KEY_0", Value: "safe.directory"},
+			corev1.EnvVar{Name: "GIT_CONFIG_VALUE_0", Value: "*"},
+		)
+	}
 	env = append(env, credEnv...)
 
 	agentContainer := corev1.Container{
