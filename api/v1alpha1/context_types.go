@@ -116,7 +116,8 @@ type GitContext struct {
 	// +kubebuilder:validation:XValidation:rule="!self.matches('^https?://[^/]*@')",message="repository must not carry credentials: put them in a Secret and name it in git.secretRef"
 	Repository string `json:"repository"`
 
-	// Ref is a branch, a tag or a full 40-character commit SHA. When empty,
+	// Ref is a branch, a tag, a full 40-character commit SHA, or a full ref
+	// name the server advertises (for example refs/pull/42/head). When empty,
 	// the repository's default branch (HEAD) is cloned.
 	// +optional
 	// +kubebuilder:validation:MaxLength=255
