@@ -292,7 +292,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}); err != nil {
 		return nil, err
 	}
-	step("%d fake node(s) Ready (%s)", len(c.NodeNames), time.Since(start).Round(time.Millisecond))
+	if len(c.NodeNames) > 0 {
+		step("%d fake node(s) Ready (%s)", len(c.NodeNames), time.Since(start).Round(time.Millisecond))
+	}
 
 	if opts.RealNode {
 		if err := c.startRealNode(ctx, *bins, creds, progress); err != nil {

@@ -2,7 +2,7 @@
 // from source and runs a local cluster with fake nodes.
 //
 //	go run ./tools/localcluster build                 # only build and cache the binaries
-//	go run ./tools/localcluster up [--dir DIR] [--nodes N]
+//	go run ./tools/localcluster up [--dir DIR] [--nodes N] [--real-node]
 //
 // up runs in the foreground until Ctrl-C or SIGTERM and then stops every
 // component.
@@ -30,7 +30,8 @@ func main() {
 
 const usage = `usage:
   localcluster build                       build and cache etcd, Kubernetes and kwok binaries
-  localcluster up [--dir DIR] [--nodes N]  run a local cluster until interrupted`
+  localcluster up [--dir DIR] [--nodes N] [--real-node]
+                                           run a local cluster until interrupted`
 
 func run(args []string) error {
 	if len(args) == 0 {
@@ -60,14 +61,19 @@ func run(args []string) error {
 func up(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
 	dir := fs.String("dir", "", "directory for data, credentials and logs (default: a temporary directory removed on exit)")
-	nodes := fs.Int("nodes", 1, "number of fake nodes")
+	nodes := fs.Int("nodes", 1, "number of fake nodes (with --real-node: besides it)")
+	realNode := fs.Bool("real-node", false, "also run a kubelet with containerd as node localhost (needs root and the Debian packages containerd, runc, containernetworking-plugins)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 0 {
 		return errors.New(usage)
 	}
-	c, err := cluster.Start(ctx, cluster.Options{Dir: *dir, Nodes: *nodes, Progress: os.Stdout})
+	n := *nodes
+	if *realNode && !isSet(fs, "nodes") {
+		n = 0
+	}
+	c, err := cluster.Start(ctx, cluster.Options{Dir: *dir, Nodes: n, RealNode: *realNode, Progress: os.Stdout})
 	if err != nil {
 		return err
 	}
@@ -82,4 +88,10 @@ func up(ctx context.Context, args []string) error {
 	}
 	fmt.Println("stopped")
 	return nil
+}
+
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
