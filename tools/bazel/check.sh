@@ -29,6 +29,11 @@ step "buildifier: Starlark formatted and lint-clean" \
 	tool buildifier -r -mode=check -lint=warn -warnings=-module-docstring .
 step "actionlint: GitHub workflows" \
 	tool actionlint .github/workflows/*.yaml
+if command -v shellcheck >/dev/null; then
+	step "shellcheck: tools/bazel scripts" shellcheck tools/bazel/*.sh
+else
+	echo "== shellcheck: not installed (apt-get install shellcheck); actionlint also checks workflow scripts with it" >&2
+fi
 step "image definitions: Bazel targets match tools/images" \
 	go test -count=1 ./tools/images/...
 
