@@ -26,7 +26,7 @@ step "gazelle: BUILD.bazel files match the Go sources" \
 step "MODULE.bazel: use_repo(go_deps) lists what BUILD files use" \
 	go run ./tools/bazel/bzlsync use-repo -check
 step "buildifier: Starlark formatted and lint-clean" \
-	tool buildifier -r -mode=check -lint=warn -warnings=-module-docstring .
+	tool buildifier -r -mode=check -lint=warn .
 step "actionlint: GitHub workflows" \
 	tool actionlint .github/workflows/*.yaml
 if command -v shellcheck >/dev/null; then

@@ -11,5 +11,5 @@ tool() { go tool -modfile=tools/devtools/go.mod "$@"; }
 go run ./tools/bazel/bzlsync repo-config
 tool gazelle
 go run ./tools/bazel/bzlsync use-repo
-tool buildifier -r -mode=fix -lint=fix -warnings=-module-docstring .
+tool buildifier -r -mode=fix -lint=fix .
 echo "Bazel files regenerated; review with git diff."
