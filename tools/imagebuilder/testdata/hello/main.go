@@ -7,10 +7,12 @@ package main
 
 import (
 	"crypto/x509"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/user"
+	"syscall"
 	"time"
 
 	"github.com/kubeopencode/kubeopencode/internal/version"
@@ -64,7 +66,13 @@ func check() error {
 	f.Close()
 	os.Remove(f.Name())
 	if err := os.WriteFile("/usr/local/bin/overwritten", []byte("x"), 0o644); err == nil {
-		return fmt.Errorf("the root file system is writable by the image user")
+		return fmt.Errorf("the image user can change the binaries")
+	}
+	// The home directory belongs to the image user, so only a read-only root
+	// file system (as Kubernetes mounts it with readOnlyRootFilesystem)
+	// refuses this write.
+	if err := os.WriteFile("/home/nonroot/probe", []byte("x"), 0o600); !errors.Is(err, syscall.EROFS) {
+		return fmt.Errorf("writing to the home directory: got %v, want a read-only file system", err)
 	}
 	return nil
 }
