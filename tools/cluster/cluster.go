@@ -119,6 +119,21 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.StartTimeout <= 0 {
 		opts.StartTimeout = 3 * time.Minute
 	}
+	for attempt := 1; ; attempt++ {
+		c, err := start(ctx, opts, bins, progress)
+		// Ports are picked free and bound only later by the components, so
+		// a parallel test can take one in between. A fresh directory lets a
+		// retry start over cleanly; a caller's directory may hold etcd data
+		// that remembers the old ports.
+		if err != nil && errors.Is(err, errPortTaken) && opts.Dir == "" && attempt < 3 {
+			fmt.Fprintf(progress, "a port was taken during start-up; retrying: %v\n", err)
+			continue
+		}
+		return c, err
+	}
+}
+
+func start(ctx context.Context, opts Options, bins *Binaries, progress io.Writer) (_ *Cluster, err error) {
 	ctx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
 	defer cancel()
 

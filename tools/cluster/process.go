@@ -46,11 +46,19 @@ func startProcess(name, bin string, args []string, env []string, logPath string)
 
 func (p *process) pid() int { return p.cmd.Process.Pid }
 
+// errPortTaken marks a component that exited because its port was in use.
+var errPortTaken = errors.New("port already in use")
+
 // exited reports an error when the process has ended.
 func (p *process) exited() error {
 	select {
 	case <-p.done:
-		return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.name, p.waitErr, p.logPath, tail(p.logPath, 30))
+		last := tail(p.logPath, 30)
+		err := fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.name, p.waitErr, p.logPath, last)
+		if strings.Contains(last, "address already in use") {
+			err = fmt.Errorf("%w: %w", errPortTaken, err)
+		}
+		return err
 	default:
 		return nil
 	}
