@@ -197,6 +197,16 @@ func TestRealBinariesStartInTheirImages(t *testing.T) {
 			out, err := runAsImageUser(t, extract(t, one), cfg, "--version")
 			require.NoError(t, err, "%s must accept --version and exit 0 (print %s): %s", img.MainPackage, images.VersionSymbol, out)
 			assert.Equal(t, testVersion, strings.TrimSpace(out), "%s --version must print the version the builder stamped", img.MainPackage)
+
+			if img.Name == images.Controller.Name {
+				// The Deployment hands the controller one flag per init image.
+				usage, _ := runAsImageUser(t, extract(t, one), cfg, "--help")
+				for _, other := range images.All {
+					if other.ControllerFlag != "" {
+						assert.Contains(t, usage, "-"+other.ControllerFlag+" ", "the controller must accept --%s, which the Deployment passes", other.ControllerFlag)
+					}
+				}
+			}
 		})
 	}
 }
