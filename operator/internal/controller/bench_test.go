@@ -286,14 +286,21 @@ func BenchmarkControllerRSS(b *testing.B) {
 		defer w.stop()
 		names := taskNames(prefix, n)
 		createTasks(b, ns, names)
-		w.waitFor(b, fmt.Sprintf("%d %s Tasks Running under the controller binary (log: %s)", n, prefix, logFile.Name()), func() bool {
-			return len(w.running) == n
+		w.waitFor(b, fmt.Sprintf("%d %s Tasks Running under the controller binary", n, prefix), func() bool {
+			for _, name := range names {
+				if _, ok := w.running[name]; !ok {
+					return false
+				}
+			}
+			return true
 		})
 	}
 
 	runTasks("before", rssTasksBefore)
 	before := settledRSS(b, cmd.Process.Pid)
 
+	b.Logf("RSS before: %.1f MiB", before/1024)
+	start := time.Now()
 	payload := strings.Repeat("x", unrelatedBytes)
 	err = parallel(3*unrelatedEach, func(i int) error {
 		name := fmt.Sprintf("unrelated-%04d", i%unrelatedEach)
@@ -311,6 +318,7 @@ func BenchmarkControllerRSS(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Logf("created %d unrelated objects in %s", 3*unrelatedEach, time.Since(start).Round(time.Millisecond))
 	runTasks("after", rssTasksAfter)
 	after := settledRSS(b, cmd.Process.Pid)
 
