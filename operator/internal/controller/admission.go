@@ -18,6 +18,12 @@ const indexTaskAgent = "kubeopencode.io/agent"
 
 func taskAgentKey(t *v1alpha1.Task) string { return t.Namespace + "/" + t.AgentName() }
 
+// readOnly lists straight from the cache's own objects. Queue decisions read
+// every Task and Job of an Agent on each admission, and copying them all
+// each time was most of the controller's CPU under a queue of a few hundred
+// Tasks. Whoever passes it must never modify what the list returns.
+var readOnly = client.UnsafeDisableDeepCopy
+
 // admission enforces maxConcurrentTasks.
 //
 // The cache can lag behind the controller's own writes by a few
@@ -69,11 +75,11 @@ func (q *queueState) position(uid types.UID) int {
 // state reads an Agent's queue from the cache.
 func state(ctx context.Context, c client.Reader, agentKey, namespace, agentName string, reserved map[types.UID]struct{}) (*queueState, error) {
 	var tasks v1alpha1.TaskList
-	if err := c.List(ctx, &tasks, client.InNamespace(namespace), client.MatchingFields{indexTaskAgent: agentKey}); err != nil {
+	if err := c.List(ctx, &tasks, client.InNamespace(namespace), client.MatchingFields{indexTaskAgent: agentKey}, readOnly); err != nil {
 		return nil, err
 	}
 	var jobs batchv1.JobList
-	if err := c.List(ctx, &jobs, client.InNamespace(namespace), client.MatchingLabels{jobbuilder.LabelAgent: jobbuilder.LabelValue(agentName)}); err != nil {
+	if err := c.List(ctx, &jobs, client.InNamespace(namespace), client.MatchingLabels{jobbuilder.LabelAgent: jobbuilder.LabelValue(agentName)}, readOnly); err != nil {
 		return nil, err
 	}
 	// An unfinished Job holds its slot even after its Task is terminal
@@ -176,7 +182,7 @@ func (a *admission) release(task *v1alpha1.Task) {
 // nextInQueue returns the oldest waiting Tasks of an Agent, at most n.
 func nextInQueue(ctx context.Context, c client.Reader, namespace, agentName string, n int) []types.NamespacedName {
 	var tasks v1alpha1.TaskList
-	if err := c.List(ctx, &tasks, client.InNamespace(namespace), client.MatchingFields{indexTaskAgent: namespace + "/" + agentName}); err != nil {
+	if err := c.List(ctx, &tasks, client.InNamespace(namespace), client.MatchingFields{indexTaskAgent: namespace + "/" + agentName}, readOnly); err != nil {
 		return nil
 	}
 	var waiting []*v1alpha1.Task

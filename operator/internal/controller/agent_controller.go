@@ -33,7 +33,7 @@ func (r *AgentReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	var tasks v1alpha1.TaskList
-	if err := r.Client.List(ctx, &tasks, client.InNamespace(agent.Namespace), client.MatchingFields{indexTaskAgent: agent.Namespace + "/" + agent.Name}); err != nil {
+	if err := r.Client.List(ctx, &tasks, client.InNamespace(agent.Namespace), client.MatchingFields{indexTaskAgent: agent.Namespace + "/" + agent.Name}, readOnly); err != nil {
 		return reconcile.Result{}, err
 	}
 	var running, queued int32

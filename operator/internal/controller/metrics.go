@@ -45,7 +45,7 @@ func (c *taskCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var tasks v1alpha1.TaskList
-	if err := c.reader.List(ctx, &tasks); err != nil {
+	if err := c.reader.List(ctx, &tasks, readOnly); err != nil {
 		return
 	}
 	type key struct{ ns, v string }

@@ -122,7 +122,7 @@ func kick(ctx context.Context, c client.Reader, q workqueue.TypedRateLimitingInt
 
 func openTasks(ctx context.Context, c client.Reader, opts ...client.ListOption) []reconcile.Request {
 	var tasks v1alpha1.TaskList
-	if err := c.List(ctx, &tasks, opts...); err != nil {
+	if err := c.List(ctx, &tasks, append(opts, readOnly)...); err != nil {
 		return nil
 	}
 	var out []reconcile.Request
