@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	batchv1 "k8s.io/api/batch/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -13,15 +14,24 @@ import (
 	"github.com/kubeopencode/kubeopencode/operator/internal/jobbuilder"
 )
 
-// Field index of Tasks by the Agent they use ("<namespace>/<agent>").
-const indexTaskAgent = "kubeopencode.io/agent"
+// Field indexes that keep queue decisions proportional to the work in
+// flight rather than to an Agent's whole history: finished Tasks and Jobs
+// stay in the cluster (and in the cache) long after they stop mattering.
+const (
+	// indexTaskAgent holds Tasks that have not ended, by the Agent they use
+	// ("<namespace>/<agent>").
+	indexTaskAgent = "kubeopencode.io/open-agent"
+	// indexJobAgent holds unfinished Jobs that are not being deleted, by
+	// their agent label ("<namespace>/<label value>").
+	indexJobAgent = "kubeopencode.io/active-agent"
+)
 
 func taskAgentKey(t *v1alpha1.Task) string { return t.Namespace + "/" + t.AgentName() }
 
-// readOnly lists straight from the cache's own objects. Queue decisions read
-// every Task and Job of an Agent on each admission, and copying them all
-// each time was most of the controller's CPU under a queue of a few hundred
-// Tasks. Whoever passes it must never modify what the list returns.
+// readOnly reads straight from the cache's own objects. Queue decisions read
+// all of an Agent's open Tasks on each admission, and copying them each time
+// was most of the controller's CPU under a queue of a few hundred Tasks.
+// Whoever passes it must never modify what the read returns.
 var readOnly = client.UnsafeDisableDeepCopy
 
 // admission enforces maxConcurrentTasks.
@@ -79,28 +89,20 @@ func state(ctx context.Context, c client.Reader, agentKey, namespace, agentName 
 		return nil, err
 	}
 	var jobs batchv1.JobList
-	if err := c.List(ctx, &jobs, client.InNamespace(namespace), client.MatchingLabels{jobbuilder.LabelAgent: jobbuilder.LabelValue(agentName)}, readOnly); err != nil {
+	if err := c.List(ctx, &jobs, client.InNamespace(namespace), client.MatchingFields{indexJobAgent: namespace + "/" + jobbuilder.LabelValue(agentName)}, readOnly); err != nil {
 		return nil, err
 	}
-	// An unfinished Job holds its slot even after its Task is terminal
-	// (a FailureTarget Job whose pod is still stopping), so there are never
-	// more active Jobs than the limit. Jobs being deleted no longer count.
-	activeJob := map[types.UID]bool{}
+	activeJob := map[types.UID]*batchv1.Job{}
 	for i := range jobs.Items {
 		j := &jobs.Items[i]
-		if j.DeletionTimestamp == nil && !jobFinished(j) {
-			activeJob[types.UID(j.Labels[jobbuilder.LabelTaskUID])] = true
-		}
+		activeJob[types.UID(j.Labels[jobbuilder.LabelTaskUID])] = j
 	}
 	q := &queueState{holding: map[types.UID]bool{}}
 	live := map[types.UID]bool{}
 	for i := range tasks.Items {
 		t := &tasks.Items[i]
-		if activeJob[t.UID] {
+		if activeJob[t.UID] != nil {
 			q.holding[t.UID] = true
-		}
-		if t.Status.Phase.IsTerminal() {
-			continue
 		}
 		live[t.UID] = true
 		_, mine := reserved[t.UID]
@@ -112,6 +114,22 @@ func state(ctx context.Context, c client.Reader, agentKey, namespace, agentName 
 			continue
 		}
 		q.waiting = append(q.waiting, t)
+	}
+	// An unfinished Job holds its slot even after its Task is terminal
+	// (a FailureTarget Job whose pod is still stopping), so there are never
+	// more active Jobs than the limit. Jobs being deleted no longer count,
+	// nor do Jobs whose Task is gone.
+	for uid, j := range activeJob {
+		if live[uid] {
+			continue
+		}
+		owner := &v1alpha1.Task{}
+		err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: j.Annotations[jobbuilder.AnnotationTaskName]}, owner, readOnly)
+		if err == nil && owner.UID == uid {
+			q.holding[uid] = true
+		} else if err != nil && !apierrors.IsNotFound(err) {
+			return nil, err
+		}
 	}
 	// Reservations of Tasks that ended or vanished free their slots.
 	for uid := range reserved {

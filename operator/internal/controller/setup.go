@@ -28,11 +28,26 @@ import (
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
-// IndexTasks registers the field index the controllers use to find an
-// Agent's Tasks.
+// IndexTasks registers the field indexes the controllers use to find an
+// Agent's open Tasks and active Jobs.
 func IndexTasks(ctx context.Context, mgr ctrl.Manager) error {
-	return mgr.GetFieldIndexer().IndexField(ctx, &v1alpha1.Task{}, indexTaskAgent, func(o client.Object) []string {
-		return []string{taskAgentKey(o.(*v1alpha1.Task))}
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &v1alpha1.Task{}, indexTaskAgent, func(o client.Object) []string {
+		t := o.(*v1alpha1.Task)
+		if t.Status.Phase.IsTerminal() {
+			return nil
+		}
+		return []string{taskAgentKey(t)}
+	}); err != nil {
+		return err
+	}
+	return idx.IndexField(ctx, &batchv1.Job{}, indexJobAgent, func(o client.Object) []string {
+		j := o.(*batchv1.Job)
+		agent, ok := j.Labels[jobbuilder.LabelAgent]
+		if !ok || j.DeletionTimestamp != nil || jobFinished(j) {
+			return nil
+		}
+		return []string{j.Namespace + "/" + agent}
 	})
 }
 
