@@ -12,6 +12,7 @@ import (
 	"github.com/kubeopencode/kubeopencode/api/contract"
 	"github.com/kubeopencode/kubeopencode/initimages/contextinit"
 	"github.com/kubeopencode/kubeopencode/initimages/internal/initutil"
+	"github.com/kubeopencode/kubeopencode/internal/version"
 )
 
 // envPlanFile overrides where the plan is read, mainly for tests.
@@ -24,7 +25,12 @@ func main() {
 func run() int {
 	planPath := flag.String("plan", initutil.EnvOr(envPlanFile, contract.ContextPlanFile), "context plan JSON (env "+envPlanFile+")")
 	termPath := flag.String("termination-message-path", initutil.EnvOr(initutil.EnvTerminationMessagePath, contract.TerminationMessagePath), "file that receives the JSON result (env "+initutil.EnvTerminationMessagePath+")")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(version.Version)
+		return 0
+	}
 
 	initutil.SetGroupUmask()
 	opts := contextinit.DefaultOptions()

@@ -16,6 +16,7 @@ import (
 	"github.com/kubeopencode/kubeopencode/api/contract"
 	"github.com/kubeopencode/kubeopencode/initimages/gitinit"
 	"github.com/kubeopencode/kubeopencode/initimages/internal/initutil"
+	"github.com/kubeopencode/kubeopencode/internal/version"
 )
 
 // Environment overrides of the retry budget, mainly for tests.
@@ -34,7 +35,12 @@ func run() int {
 	termPath := flag.String("termination-message-path", initutil.EnvOr(initutil.EnvTerminationMessagePath, contract.TerminationMessagePath), "file that receives the JSON result (env "+initutil.EnvTerminationMessagePath+")")
 	flag.DurationVar(&opts.RetryBudget, "retry-budget", durationEnv(envRetryBudget, opts.RetryBudget), "how long transient network errors are retried (env "+envRetryBudget+")")
 	flag.DurationVar(&opts.InitialBackoff, "initial-backoff", durationEnv(envInitialBackoff, opts.InitialBackoff), "wait after the first transient failure, doubled each time (env "+envInitialBackoff+")")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(version.Version)
+		return 0
+	}
 
 	initutil.SetGroupUmask()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
