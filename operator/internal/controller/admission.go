@@ -70,16 +70,25 @@ func (a *admission) slots(key string) *agentSlots {
 // queueState is one Agent's Tasks, split by whether they hold a slot.
 type queueState struct {
 	holding map[types.UID]bool
-	waiting []*v1alpha1.Task // oldest first
+	waiting []*v1alpha1.Task // in no particular order
 }
 
-func (q *queueState) position(uid types.UID) int {
-	for i, t := range q.waiting {
-		if t.UID == uid {
-			return i
+// position is how many waiting Tasks queue ahead of task. Counting instead
+// of sorting keeps each admission linear in the queue's length.
+func (q *queueState) position(task *v1alpha1.Task) int {
+	ahead, found := 0, false
+	for _, t := range q.waiting {
+		if t.UID == task.UID {
+			found = true
+		} else if queuedBefore(t, task) {
+			ahead++
 		}
 	}
-	return -1
+	if !found {
+		// Not in the cache yet: queue behind everyone the cache knows.
+		return len(q.waiting)
+	}
+	return ahead
 }
 
 // state reads an Agent's queue from the cache.
@@ -137,7 +146,6 @@ func state(ctx context.Context, c client.Reader, agentKey, namespace, agentName 
 			delete(reserved, uid)
 		}
 	}
-	sort.SliceStable(q.waiting, func(i, j int) bool { return queuedBefore(q.waiting[i], q.waiting[j]) })
 	return q, nil
 }
 
@@ -176,11 +184,7 @@ func (a *admission) admit(ctx context.Context, c client.Reader, task *v1alpha1.T
 		return true, 0, nil
 	}
 	free := int(limit) - len(q.holding)
-	pos := q.position(task.UID)
-	if pos < 0 {
-		// Not in the cache yet: queue behind everyone the cache knows.
-		pos = len(q.waiting)
-	}
+	pos := q.position(task)
 	if pos < free {
 		s.reserved[task.UID] = struct{}{}
 		return true, 0, nil
