@@ -59,6 +59,13 @@ type TaskReconciler struct {
 	admission       *admission
 	serviceAccounts *serviceAccounts
 	firstSeen       sync.Map // types.UID -> time.Time, for the admission latency metric
+	// started remembers the Jobs this process created (types.UID ->
+	// startedJob) until the Task's status records them. The cache can lag
+	// behind that status write; without this record a reconcile working
+	// from the stale copy would create the Job again after it was deleted.
+	// A restarted controller needs no record: its cache starts from a
+	// complete list that holds every status written before.
+	started sync.Map
 }
 
 // lockedPatch patches only if the Task has not changed since it was read:
@@ -90,12 +97,22 @@ func (r *TaskReconciler) reconcile(ctx context.Context, req reconcile.Request) (
 		return reconcile.Result{}, err
 	}
 	if task.Status.Phase.IsTerminal() || task.DeletionTimestamp != nil {
-		r.admission.release(task)
-		r.firstSeen.Delete(task.UID)
+		r.forget(task)
 		return reconcile.Result{}, nil
 	}
 	if _, ok := r.firstSeen.Load(task.UID); !ok {
 		r.firstSeen.Store(task.UID, time.Now())
+	}
+	if task.Status.JobName == "" {
+		if s, ok := r.started.Load(task.UID); ok {
+			// The Job exists; the cache has not seen the status that says so.
+			sj := s.(startedJob)
+			if task.Annotations[v1alpha1.StopAnnotation] == "true" {
+				task.Status.JobName = sj.job
+				return reconcile.Result{}, r.stop(ctx, task)
+			}
+			return reconcile.Result{}, r.recordStart(ctx, task, sj)
+		}
 	}
 	if task.Annotations[v1alpha1.StopAnnotation] == "true" {
 		return reconcile.Result{}, r.stop(ctx, task)
@@ -104,6 +121,18 @@ func (r *TaskReconciler) reconcile(ctx context.Context, req reconcile.Request) (
 		return r.follow(ctx, task)
 	}
 	return r.start(ctx, task)
+}
+
+type startedJob struct {
+	job, agent string
+	images     v1alpha1.TaskImages
+}
+
+// forget drops what this process remembers about a Task that ended or went away.
+func (r *TaskReconciler) forget(task *v1alpha1.Task) {
+	r.admission.release(task)
+	r.firstSeen.Delete(task.UID)
+	r.started.Delete(task.UID)
 }
 
 // start resolves what the Task needs, waits for a slot and creates the Job.
@@ -188,24 +217,32 @@ func (r *TaskReconciler) start(ctx context.Context, task *v1alpha1.Task) (reconc
 		admissionLatency.Observe(time.Since(seen.(time.Time)).Seconds())
 	}
 
-	patch := lockedPatch(task)
-	now := metav1.Now()
-	task.Status.Phase = v1alpha1.TaskPhaseRunning
-	task.Status.Agent = agent.Name
-	task.Status.JobName = out.Job.Name
-	task.Status.StartTime = &now
-	task.Status.ObservedGeneration = task.Generation
-	task.Status.Images = &v1alpha1.TaskImages{GitInit: imgs.GitInit, ContextInit: imgs.ContextInit}
-	setCondition(task, v1alpha1.TaskConditionReady, metav1.ConditionTrue, v1alpha1.ReasonResolved, "The Agent, the contexts and the init images are resolved.")
-	if meta.FindStatusCondition(task.Status.Conditions, v1alpha1.TaskConditionQueued) != nil {
-		setCondition(task, v1alpha1.TaskConditionQueued, metav1.ConditionFalse, v1alpha1.ReasonAdmitted, "A slot under the Agent's maxConcurrentTasks is free.")
-	}
-	if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
+	sj := startedJob{job: out.Job.Name, agent: agent.Name, images: v1alpha1.TaskImages{GitInit: imgs.GitInit, ContextInit: imgs.ContextInit}}
+	r.started.Store(task.UID, sj)
+	if err := r.recordStart(ctx, task, sj); err != nil {
 		return reconcile.Result{}, err
 	}
 	r.Recorder.Eventf(task, out.Job, corev1.EventTypeNormal, "Started", "CreateJob", "Created Job %s with Agent %s", out.Job.Name, agent.Name)
 	logger.V(1).Info("Started Task", "job", out.Job.Name, "agent", agent.Name)
 	return reconcile.Result{}, nil
+}
+
+// recordStart writes that the Task runs and which Job runs it.
+func (r *TaskReconciler) recordStart(ctx context.Context, task *v1alpha1.Task, sj startedJob) error {
+	patch := lockedPatch(task)
+	now := metav1.Now()
+	task.Status.Phase = v1alpha1.TaskPhaseRunning
+	task.Status.Agent = sj.agent
+	task.Status.JobName = sj.job
+	task.Status.StartTime = &now
+	task.Status.ObservedGeneration = task.Generation
+	images := sj.images
+	task.Status.Images = &images
+	setCondition(task, v1alpha1.TaskConditionReady, metav1.ConditionTrue, v1alpha1.ReasonResolved, "The Agent, the contexts and the init images are resolved.")
+	if meta.FindStatusCondition(task.Status.Conditions, v1alpha1.TaskConditionQueued) != nil {
+		setCondition(task, v1alpha1.TaskConditionQueued, metav1.ConditionFalse, v1alpha1.ReasonAdmitted, "A slot under the Agent's maxConcurrentTasks is free.")
+	}
+	return r.Client.Status().Patch(ctx, task, patch)
 }
 
 // createFailed turns a failed create into the Task's outcome when no retry
@@ -393,7 +430,7 @@ func (r *TaskReconciler) stop(ctx context.Context, task *v1alpha1.Task) error {
 	if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
 		return err
 	}
-	r.admission.release(task)
+	r.forget(task)
 	r.Recorder.Eventf(task, nil, corev1.EventTypeNormal, v1alpha1.ReasonUserStopped, "Stop", "Task stopped")
 	return nil
 }
@@ -411,7 +448,7 @@ func (r *TaskReconciler) finish(ctx context.Context, task *v1alpha1.Task, o outc
 	if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
 		return err
 	}
-	r.admission.release(task)
+	r.forget(task)
 	typ := corev1.EventTypeNormal
 	if !o.succeeded {
 		typ = corev1.EventTypeWarning
@@ -433,7 +470,7 @@ func (r *TaskReconciler) fail(ctx context.Context, task *v1alpha1.Task, condType
 	if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
 		return err
 	}
-	r.admission.release(task)
+	r.forget(task)
 	r.Recorder.Eventf(task, nil, corev1.EventTypeWarning, reason, "Fail", "%s", message)
 	return nil
 }
