@@ -270,6 +270,15 @@ func queuedBefore(a, b *v1alpha1.Task) bool {
 // (ConfigMaps, Secrets, Jobs without its labels) appear in the cluster.
 func BenchmarkControllerRSS(b *testing.B) {
 	bin := buildController(b)
+	if os.Getenv("BENCH_DEBUG") != "" {
+		var tl v1alpha1.TaskList
+		var jl batchv1.JobList
+		var cl corev1.ConfigMapList
+		_ = k8s.List(context.Background(), &tl)
+		_ = k8s.List(context.Background(), &jl)
+		_ = k8s.List(context.Background(), &cl)
+		fmt.Fprintf(os.Stderr, "before RSS: %d Tasks, %d Jobs, %d ConfigMaps\n", len(tl.Items), len(jl.Items), len(cl.Items))
+	}
 	kubeconfig := writeKubeconfig(b)
 	ns := benchNamespace(b)
 	other := benchNamespace(b)
@@ -471,7 +480,10 @@ func benchNamespace(b *testing.B) string {
 	b.Cleanup(func() {
 		ctx := context.Background()
 		for _, obj := range []client.Object{&v1alpha1.Task{}, &batchv1.Job{}, &corev1.ConfigMap{}, &corev1.Secret{}} {
-			if err := k8s.DeleteAllOf(ctx, obj, client.InNamespace(ns)); err != nil && !apierrors.IsNotFound(err) {
+			// Without a propagation policy Jobs would wait for the garbage
+			// collector to orphan their pods, and none runs here.
+			err := k8s.DeleteAllOf(ctx, obj, client.InNamespace(ns), client.PropagationPolicy(metav1.DeletePropagationBackground))
+			if err != nil && !apierrors.IsNotFound(err) {
 				b.Errorf("cleaning namespace %s: %v", ns, err)
 			}
 		}
