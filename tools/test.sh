@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it. Needs Go; installs git from Debian
-# when it is missing and this runs as root. The first run builds etcd,
+# The whole test suite, as CI runs it. Needs Go; as root it installs the
+# Debian packages the tests need when they are missing. The first run builds etcd,
 # Kubernetes and kwok from source into ~/.cache/kubeopencode (10-15 minutes
 # on two cores); later runs reuse them.
 set -euo pipefail
@@ -8,13 +8,24 @@ cd "$(dirname "$0")/.."
 
 section() { printf '\n==== %s\n' "$*"; }
 
-if ! command -v git >/dev/null 2>&1; then
+# Debian packages the tests use: git (the tests serve real repositories with
+# git http-backend) and, for the real-node tests, containerd, runc and the
+# CNI plugins. Installed when missing and this runs as root.
+need=()
+command -v git >/dev/null 2>&1 || need+=(git)
+command -v containerd >/dev/null 2>&1 || need+=(containerd)
+command -v runc >/dev/null 2>&1 || need+=(runc)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-		section "Installing git (the tests serve real repositories with git http-backend)"
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git >/dev/null
-	else
-		echo "git is required by the tests (git http-backend serves test repositories): install it" >&2
+		section "Installing ${need[*]}"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+	elif ! command -v git >/dev/null 2>&1; then
+		echo "git is required by the tests: install it" >&2
 		exit 1
+	else
+		echo "NOTE: ${need[*]} missing and not root: the real-node tests will say they cannot run" >&2
 	fi
 fi
 
