@@ -58,6 +58,7 @@ const (
 	ReasonContractMismatch = "ContractMismatch"
 	ReasonStopped          = "Stopped"
 	ReasonPodRejected      = "PodRejected"
+	ReasonPodNotStarting   = "PodNotStarting"
 )
 
 // Reasons of the Stopped condition.

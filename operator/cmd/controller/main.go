@@ -28,6 +28,7 @@ func main() {
 	flag.StringVar(&imgs.ContextInit, "context-init-image", "", "context-init image, pinned by digest (repository@sha256:...).")
 	flag.IntVar(&opts.Workers, "workers", 16, "Tasks reconciled in parallel.")
 	flag.DurationVar(&opts.StuckPodTimeout, "stuck-pod-timeout", controller.DefaultStuckPodTimeout, "How long a Task's pod may fail to start (image pull errors, missing Secrets, unschedulable) before the Task fails.")
+	flag.DurationVar(&opts.StartupTimeout, "startup-timeout", controller.DefaultStartupTimeout, "How long a Task's scheduled pod may stay in ContainerCreating (a Secret volume that cannot be mounted, a slow image pull) before the Task fails.")
 	flag.DurationVar(&opts.PodCreateGrace, "pod-create-grace", controller.DefaultPodCreateGrace, "How long a Task's Job may have no pod before the controller finds out why (for example PodSecurity admission) and fails the Task.")
 	flag.DurationVar(&opts.ImageResolveTTL, "image-resolve-ttl", 5*time.Minute, "How long a tag selected by KubeOpenCodeConfig stays resolved to the same digest.")
 	flag.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")

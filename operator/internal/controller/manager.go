@@ -32,6 +32,7 @@ type Options struct {
 	Workers            int
 	StuckPodTimeout    time.Duration
 	PodCreateGrace     time.Duration
+	StartupTimeout     time.Duration
 	ImageResolveTTL    time.Duration
 	MetricsAddr        string
 	ProbeAddr          string
@@ -114,6 +115,7 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager,
 		Resolver:        &images.Resolver{Defaults: o.Images, Version: o.Version, TTL: o.ImageResolveTTL},
 		StuckPodTimeout: o.StuckPodTimeout,
 		PodCreateGrace:  o.PodCreateGrace,
+		StartupTimeout:  o.StartupTimeout,
 	}
 	if err := tasks.SetupWithManager(mgr, o.Workers); err != nil {
 		return nil, err

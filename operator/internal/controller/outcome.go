@@ -183,6 +183,9 @@ type trouble struct {
 	message string
 	// immediate troubles fail the Task at once; the others after a grace period.
 	immediate bool
+	// slow troubles may also be a large image still being pulled, so they
+	// get the longer startup timeout.
+	slow bool
 }
 
 // podTrouble spots pods that cannot start: images that cannot be pulled,
@@ -220,5 +223,38 @@ func podTrouble(pod *corev1.Pod) *trouble {
 			return &trouble{reason: v1alpha1.ReasonJobFailed, message: fmt.Sprintf("Container %s cannot start: %s", s.Name, w.Message)}
 		}
 	}
+	// A pod that stays in ContainerCreating usually has a volume kubelet
+	// cannot mount, most often a credential's Secret that does not exist.
+	// Kubelet reports that only in events, so name the candidates.
+	if pod.Status.Phase == corev1.PodPending && scheduled(pod) {
+		for _, s := range statuses {
+			if w := s.State.Waiting; w != nil && (w.Reason == "ContainerCreating" || w.Reason == "PodInitializing") {
+				msg := fmt.Sprintf("The pod has not started (container %s is %s)", s.Name, w.Reason)
+				if secrets := secretVolumes(pod); len(secrets) > 0 {
+					msg += fmt.Sprintf(": check that the Secrets %s exist, or whether the image is still being pulled", strings.Join(secrets, ", "))
+				}
+				return &trouble{reason: v1alpha1.ReasonPodNotStarting, message: msg, slow: true}
+			}
+		}
+	}
 	return nil
+}
+
+func scheduled(pod *corev1.Pod) bool {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodScheduled {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func secretVolumes(pod *corev1.Pod) []string {
+	var out []string
+	for _, v := range pod.Spec.Volumes {
+		if v.Secret != nil && (v.Secret.Optional == nil || !*v.Secret.Optional) {
+			out = append(out, fmt.Sprintf("%q", v.Secret.SecretName))
+		}
+	}
+	return out
 }

@@ -80,6 +80,7 @@ func startController(t testing.TB, mutate ...func(*controller.Options)) (stop fu
 		MetricsAddr:     "0",
 		ProbeAddr:       "0",
 		StuckPodTimeout: 2 * time.Second,
+		StartupTimeout:  3 * time.Second,
 		// Each test starts a manager of its own in this one process.
 		SkipNameValidation: true,
 	}

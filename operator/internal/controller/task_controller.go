@@ -38,6 +38,10 @@ const (
 	// DefaultPodCreateGrace is how long a Job may have no pod before the
 	// controller asks the API server why.
 	DefaultPodCreateGrace = 20 * time.Second
+	// DefaultStartupTimeout is how long a scheduled pod may stay in
+	// ContainerCreating (a volume that cannot be mounted, or a slow pull of
+	// a large agent image) before its Task fails.
+	DefaultStartupTimeout = 10 * time.Minute
 )
 
 // TaskReconciler turns each Task into exactly one Job and follows the Job to
@@ -55,6 +59,8 @@ type TaskReconciler struct {
 	StuckPodTimeout time.Duration
 	// PodCreateGrace: see DefaultPodCreateGrace.
 	PodCreateGrace time.Duration
+	// StartupTimeout: see DefaultStartupTimeout.
+	StartupTimeout time.Duration
 
 	admission       *admission
 	serviceAccounts *serviceAccounts
@@ -376,6 +382,12 @@ func (r *TaskReconciler) troubled(ctx context.Context, task *v1alpha1.Task, job 
 	timeout := r.StuckPodTimeout
 	if timeout == 0 {
 		timeout = DefaultStuckPodTimeout
+	}
+	if t.slow {
+		timeout = r.StartupTimeout
+		if timeout == 0 {
+			timeout = DefaultStartupTimeout
+		}
 	}
 	c := meta.FindStatusCondition(task.Status.Conditions, v1alpha1.TaskConditionSucceeded)
 	since := time.Now()

@@ -212,6 +212,10 @@ func TestPodsThatCannotStart(t *testing.T) {
 		{"missing-secret", waiting("agent", "CreateContainerConfigError", `secret "llm" not found`), v1alpha1.ReasonSecretNotFound, `secret "llm" not found`},
 		{"missing-key", waiting("agent", "CreateContainerConfigError", `couldn't find key api-key in Secret t/llm`), v1alpha1.ReasonSecretKeyNotFound, "couldn't find key api-key"},
 		{"bad-pull", waiting("agent", "ImagePullBackOff", `Back-off pulling image "registry.example/agents/echo:v1"`), v1alpha1.ReasonImagePullFailed, "cannot pull image"},
+		{"secret-volume", corev1.PodStatus{Phase: corev1.PodPending,
+			Conditions:            []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}},
+			InitContainerStatuses: []corev1.ContainerStatus{{Name: "context-init", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}},
+		}, v1alpha1.ReasonPodNotStarting, "has not started (container context-init is PodInitializing)"},
 		{"unschedulable", corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable, Message: "0/3 nodes are available: 3 Insufficient memory."}}}, v1alpha1.ReasonUnschedulable, "Insufficient memory"},
 	}
 	for _, tc := range cases {
