@@ -1,0 +1,202 @@
+// Package realnode tests KubeOpenCode end to end on a real node: a kubelet
+// with containerd and runc on this machine (tools/cluster, Options.RealNode)
+// runs every container for real. The controller runs from its own image,
+// deployed with the shipped manifests; git-init and context-init run from
+// their images, pinned by digest; the agent is a small program
+// (e2e/echoagent) that prints what it was given, so each test asserts on
+// what a real agent would see: its files, their modes and owners, its
+// environment, and the Task's status.
+//
+// TestMain sets up once per package: an image registry on 127.0.0.1, the
+// four images, the cluster, the stand-in for kube-proxy that lets pods reach
+// the API server, the controller, and Git servers for the pods to clone from.
+// docs/e2e.md describes the suite and what the host needs.
+package realnode_test
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
+	"github.com/kubeopencode/kubeopencode/tools/cluster"
+)
+
+// env is what TestMain set up for the tests.
+var env struct {
+	// skip, when set, says what the host lacks; every test skips with it.
+	skip string
+
+	cluster *cluster.Cluster
+	k8s     client.WithWatch
+	cs      kubernetes.Interface
+	// echoImage is the echo agent's image, pinned by digest.
+	echoImage string
+	images    map[string]string // image name -> pinned reference
+	git       *gitServers
+}
+
+// Where the echo agent's binary is in its image.
+const echoBinary = "/usr/local/bin/echo-agent"
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if missing := missingHostRequirements(); len(missing) > 0 {
+		env.skip = "the real-node suite needs " + strings.Join(missing, "; ")
+		fmt.Fprintf(os.Stderr, "\n*** SKIPPING e2e/realnode: %s ***\n\n", env.skip)
+		os.Exit(m.Run())
+	}
+	os.Exit(run(m))
+}
+
+// missingHostRequirements lists what keeps this host from running a real
+// node, each with how to get it.
+func missingHostRequirements() []string {
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root (the kubelet and containerd manage mounts, cgroups and network namespaces)")
+	}
+	pkgs := map[string]string{
+		"containerd": "containerd", "containerd-shim-runc-v2": "containerd", "ctr": "containerd",
+		"runc": "runc", "git": "git", "ip": "iproute2",
+	}
+	for _, tool := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc", "git", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, fmt.Sprintf("%s (apt-get install -y %s)", tool, pkgs[tool]))
+		}
+	}
+	for _, plugin := range []string{"bridge", "host-local", "loopback"} {
+		if _, err := os.Stat(filepath.Join("/usr/lib/cni", plugin)); err != nil {
+			missing = append(missing, fmt.Sprintf("the CNI plugin /usr/lib/cni/%s (apt-get install -y containernetworking-plugins)", plugin))
+		}
+	}
+	return missing
+}
+
+func run(m *testing.M) (code int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "kubeopencode-realnode-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() {
+		if code == 0 {
+			_ = os.RemoveAll(dir)
+		} else {
+			fmt.Fprintf(os.Stderr, "cluster logs kept in %s\n", dir)
+		}
+	}()
+	fail := func(what string, err error) int {
+		fmt.Fprintf(os.Stderr, "e2e/realnode set-up: %s: %v\n", what, err)
+		return 1
+	}
+	start := time.Now()
+	step := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+	}
+
+	reg, err := serveRegistry()
+	if err != nil {
+		return fail("serving the image registry", err)
+	}
+	defer reg.Close()
+	step("registry at %s", reg.host)
+
+	// The images build while the cluster starts; both take a while.
+	type buildResult struct {
+		refs map[string]string
+		err  error
+	}
+	built := make(chan buildResult, 1)
+	go func() {
+		refs, err := buildAndPushImages(ctx, reg.host+"/kubeopencode")
+		built <- buildResult{refs, err}
+	}()
+
+	c, err := cluster.Start(ctx, cluster.Options{RealNode: true, Dir: filepath.Join(dir, "cluster"), Progress: os.Stderr})
+	if err != nil {
+		<-built
+		return fail("starting the cluster", err)
+	}
+	defer func() {
+		if err := c.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping the cluster:", err)
+		}
+	}()
+	env.cluster = c
+	cfg := c.RESTConfig()
+	cfg.QPS, cfg.Burst = 100, 200
+	if env.k8s, err = client.NewWithWatch(cfg, client.Options{Scheme: scheme()}); err != nil {
+		return fail("client", err)
+	}
+	if env.cs, err = kubernetes.NewForConfig(cfg); err != nil {
+		return fail("client", err)
+	}
+	step("cluster ready")
+
+	proxy, err := startAPIServiceProxy(ctx, env.cs, c.Server)
+	if err != nil {
+		return fail("making the API server reachable from pods", err)
+	}
+	defer proxy.Close()
+	step("pods reach the API server at the kubernetes Service address %s", proxy.addr)
+
+	b := <-built
+	if b.err != nil {
+		return fail("building the images", b.err)
+	}
+	env.images = b.refs
+	env.echoImage = b.refs[echoImageName]
+	step("images built and pushed")
+
+	if err := deployController(ctx, env.k8s, reg.host+"/kubeopencode", b.refs); err != nil {
+		logControllerPod(env.cs)
+		return fail("deploying the controller", err)
+	}
+	step("controller Deployment rolled out")
+
+	if env.git, err = startGitServers(dir); err != nil {
+		return fail("starting the Git servers", err)
+	}
+	defer env.git.Close()
+	step("Git servers at %s (HTTP) and %s (SSH)", env.git.httpURL, env.git.sshAddr)
+
+	code = m.Run()
+	if code != 0 {
+		logControllerPod(env.cs)
+	}
+	step("tests done")
+	return code
+}
+
+// requireEnv skips a test on a host that cannot run a real node.
+func requireEnv(t *testing.T) {
+	t.Helper()
+	if env.skip != "" {
+		t.Skip(env.skip)
+	}
+}
+
+func scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(v1alpha1.AddToScheme(s))
+	return s
+}
+
+var errTimeout = errors.New("timed out")
