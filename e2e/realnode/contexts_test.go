@@ -17,8 +17,7 @@ func text(s string) *string { return &s }
 
 // Modes and owners of what the init containers prepare: files are
 // group-writable and group-owned by the pod's fsGroup (65532), directories
-// setgid (Go prints the bit as "g"), so an agent
-// of any UID can edit them.
+// setgid (Go prints the bit as "g"), so an agent of any UID can edit them.
 const (
 	preparedFile = "-rw-rw-r-- 65532:65532"
 	preparedDir  = "dgrwxrwxr-x 65532:65532"

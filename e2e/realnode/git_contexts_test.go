@@ -1,0 +1,137 @@
+package realnode_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
+)
+
+// gitSecrets creates the Git credentials Secrets of a namespace: "git-http"
+// (username and password) and "git-ssh" (private key and known_hosts).
+func gitSecrets(t *testing.T, ns string) {
+	t.Helper()
+	create(t, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "git-http", Namespace: ns},
+		StringData: map[string]string{"username": env.git.username, "password": env.git.password},
+	})
+	create(t, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "git-ssh", Namespace: ns},
+		Data:       map[string][]byte{"ssh-privatekey": env.git.sshKeyPEM, "known_hosts": []byte(env.git.knownHostLine)},
+	})
+}
+
+// TestGitContexts: git-init clones from the host over HTTP with basic auth
+// (into the workspace) and over SSH with a verified host key (outside the
+// workspace, mounted from the repos volume); the agent sees both checkouts
+// and the Task records the commits.
+func TestGitContexts(t *testing.T) {
+	requireEnv(t)
+	t.Parallel()
+	ns := restrictedNamespace(t)
+	gitSecrets(t, ns)
+	create(t, echoAgent(ns, "default", "tree",
+		"cat=src-http/README.md", "stat=/workspace/src-http/run.sh",
+		"cat=/opt/repo-ssh/src/greeting.go", "stat=/opt/repo-ssh/run.sh", "stat=/opt/repo-ssh/.git"))
+	create(t, task(ns, "git", "", "Read the code.",
+		v1alpha1.ContextItem{Type: v1alpha1.ContextTypeGit, MountPath: "src-http", Git: &v1alpha1.GitContext{
+			Repository: env.git.httpURL, SecretRef: &v1alpha1.LocalSecretReference{Name: "git-http"},
+		}},
+		v1alpha1.ContextItem{Type: v1alpha1.ContextTypeGit, MountPath: "/opt/repo-ssh", Git: &v1alpha1.GitContext{
+			Repository: env.git.sshURL, Ref: "main", SecretRef: &v1alpha1.LocalSecretReference{Name: "git-ssh"},
+		}},
+	))
+	tk := waitEnded(t, ns, "git")
+	requireCompleted(t, tk)
+	out := agentOutput(t, tk)
+
+	assert.Equal(t, env.git.Files["README.md"], out.cats["src-http/README.md"])
+	assert.Equal(t, env.git.Files["src/greeting.go"], out.cats["/opt/repo-ssh/src/greeting.go"])
+	// The executable bit survives the clone, and the group gets the owner's bits.
+	assert.True(t, strings.HasPrefix(out.stats["/workspace/src-http/run.sh"], "-rwxrwxr-x 65532:65532 "), "run.sh: %q", out.stats["/workspace/src-http/run.sh"])
+	assert.True(t, strings.HasPrefix(out.stats["/opt/repo-ssh/run.sh"], "-rwxrwxr-x 65532:65532 "), "run.sh: %q", out.stats["/opt/repo-ssh/run.sh"])
+	assert.Contains(t, out.stats, "/opt/repo-ssh/.git")
+	assert.Contains(t, out.stats, "/workspace/src-http/src/greeting.go")
+
+	require.Len(t, tk.Status.Repositories, 2, describeTask(tk))
+	for i, want := range []struct{ url, mountPath, inAgent string }{
+		{env.git.httpURL, "src-http", "/workspace/src-http"},
+		{env.git.sshURL, "/opt/repo-ssh", "/opt/repo-ssh"},
+	} {
+		got := tk.Status.Repositories[i]
+		assert.Equal(t, want.url, got.Repository)
+		assert.Equal(t, env.git.Commit, got.Commit)
+		t.Run(fmt.Sprintf("RepositoryMountPath%d", i), func(t *testing.T) {
+			// The API documents mountPath as the Git context's mountPath:
+			// a user must be able to tell the checkouts apart by it, not
+			// by the init container's internal paths.
+			assert.Contains(t, []string{want.mountPath, want.inAgent}, got.MountPath, "status.repositories[%d].mountPath", i)
+		})
+	}
+	require.NotNil(t, tk.Status.Images)
+	assert.Equal(t, env.images["git-init"], tk.Status.Images.GitInit)
+
+	pod := taskPod(t, tk)
+	httpLog := containerLogs(t, pod, "git-init-0")
+	assert.Contains(t, httpLog, "WARNING: "+env.git.httpURL+" uses plain http://")
+	sshLog := containerLogs(t, pod, "git-init-1")
+	for _, l := range []string{httpLog, sshLog, out.raw} {
+		assert.NotContains(t, l, env.git.password, "the Git password leaked into a log")
+	}
+}
+
+// TestAgentWithOtherUID: an agent that runs as UID 1000, not the init
+// containers' 65532, edits every kind of prepared file (task.md, a Text
+// context, a Git checkout), creates a file in the checkout, and reads its
+// credentials given as an environment variable and as a file.
+func TestAgentWithOtherUID(t *testing.T) {
+	requireEnv(t)
+	t.Parallel()
+	ns := restrictedNamespace(t)
+	gitSecrets(t, ns)
+	create(t, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "agent-creds", Namespace: ns},
+		StringData: map[string]string{"token": "tok-e2e-123", "config": "endpoint: https://llm.example\n"},
+	})
+	a := echoAgent(ns, "uid1000", "id",
+		"append=task.md:edited by the agent", "append=notes.md:edited by the agent",
+		"append=repo/README.md:edited by the agent", "append=repo/src/new.go:package src",
+		"cat=task.md", "cat=notes.md", "cat=repo/README.md", "cat=repo/src/new.go",
+		"stat=/workspace/repo/src/new.go",
+		"env=API_TOKEN", "cat=/var/run/e2e/config", "stat=/var/run/e2e/config")
+	a.Spec.PodSpec = &v1alpha1.AgentPodSpec{SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](1000)}}
+	a.Spec.Credentials = []v1alpha1.Credential{
+		{Name: "token", SecretRef: v1alpha1.SecretKeyReference{Name: "agent-creds", Key: "token"}, Env: "API_TOKEN"},
+		{Name: "config", SecretRef: v1alpha1.SecretKeyReference{Name: "agent-creds", Key: "config"}, MountPath: "/var/run/e2e/config"},
+	}
+	create(t, a)
+	create(t, task(ns, "uid", "uid1000", "Edit the files.",
+		v1alpha1.ContextItem{Type: v1alpha1.ContextTypeText, MountPath: "notes.md", Text: text("notes\n")},
+		v1alpha1.ContextItem{Type: v1alpha1.ContextTypeGit, MountPath: "repo", Git: &v1alpha1.GitContext{
+			Repository: env.git.httpURL, SecretRef: &v1alpha1.LocalSecretReference{Name: "git-http"},
+		}},
+	))
+	tk := waitEnded(t, ns, "uid")
+	requireCompleted(t, tk)
+	out := agentOutput(t, tk)
+
+	assert.True(t, strings.HasPrefix(out.id, "uid=1000 "), "id: %q", out.id)
+	assert.Contains(t, out.id, "65532", "the pod's fsGroup is a supplementary group: %q", out.id)
+	assert.Equal(t, []string{"task.md", "notes.md", "repo/README.md", "repo/src/new.go"}, out.appended)
+	assert.Equal(t, "Edit the files.\nedited by the agent\n", out.cats["task.md"])
+	assert.Equal(t, "notes\nedited by the agent\n", out.cats["notes.md"])
+	assert.Equal(t, env.git.Files["README.md"]+"edited by the agent\n", out.cats["repo/README.md"])
+	// Created by UID 1000 in a setgid directory: the group stays the fsGroup.
+	assert.True(t, strings.HasPrefix(out.stats["/workspace/repo/src/new.go"], "-rw-r--r-- 1000:65532 "), "new.go: %q", out.stats["/workspace/repo/src/new.go"])
+
+	assert.Equal(t, "tok-e2e-123", out.envs["API_TOKEN"])
+	assert.Equal(t, "endpoint: https://llm.example\n", out.cats["/var/run/e2e/config"])
+	assert.True(t, strings.HasPrefix(out.stats["/var/run/e2e/config"], "-r--r----- 0:65532 "), "credential file: %q", out.stats["/var/run/e2e/config"])
+}
