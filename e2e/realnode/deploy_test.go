@@ -10,8 +10,11 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -23,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/kubeopencode/kubeopencode/tools/cluster"
 	"github.com/kubeopencode/kubeopencode/tools/render"
 )
 
@@ -144,4 +148,25 @@ func waitFor(ctx context.Context, timeout time.Duration, cond func() (bool, erro
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// TestControllerRunsFromItsImage: the controller that serves every other
+// test is the pod of the shipped Deployment, on the real node, running the
+// image built for this run (pulled by digest).
+func TestControllerRunsFromItsImage(t *testing.T) {
+	requireEnv(t)
+	t.Parallel()
+	pods, err := env.cs.CoreV1().Pods(controllerNamespace).List(t.Context(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + controllerDeployment})
+	require.NoError(t, err)
+	require.Len(t, pods.Items, 1)
+	pod := pods.Items[0]
+	assert.Equal(t, cluster.RealNodeName, pod.Spec.NodeName)
+	require.Len(t, pod.Status.ContainerStatuses, 1)
+	st := pod.Status.ContainerStatuses[0]
+	assert.True(t, st.Ready, "controller container ready")
+	assert.Equal(t, env.images["controller"], pod.Spec.Containers[0].Image)
+	_, digest, _ := strings.Cut(env.images["controller"], "@")
+	assert.Contains(t, st.ImageID, digest, "the image the node runs")
+	assert.Contains(t, pod.Spec.Containers[0].Args, "--git-init-image="+env.images["git-init"])
+	assert.Contains(t, pod.Spec.Containers[0].Args, "--context-init-image="+env.images["context-init"])
 }
