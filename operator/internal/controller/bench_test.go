@@ -51,21 +51,19 @@ import (
 )
 
 const (
-	benchWorkers    = 16
-	rawJobs         = 1000
-	burstTasks      = 1000
-	latencyTasks    = 300
-	handOffTasks    = 200
-	handOffLimit    = 5
-	unrelatedEach   = 2000
-	unrelatedBytes  = 20 * 1024
-	rssSamples      = 7
-	benchWaitLimit  = 3 * time.Minute
-	rssSettle       = 10 * time.Second
-	rssTasksBefore  = 100
-	rssTasksAfter   = 20
-	rssTargetPct    = 10.0
-	handOffTargetMS = 100.0
+	benchWorkers   = 16
+	rawJobs        = 1000
+	burstTasks     = 1000
+	latencyTasks   = 300
+	handOffTasks   = 200
+	handOffLimit   = 5
+	unrelatedEach  = 2000
+	unrelatedBytes = 20 * 1024
+	rssSamples     = 7
+	benchWaitLimit = 3 * time.Minute
+	rssSettle      = 10 * time.Second
+	rssTasksBefore = 100
+	rssTasksAfter  = 20
 )
 
 // BenchmarkJobCreateRaw measures how fast the API server accepts Jobs like
@@ -328,7 +326,6 @@ func BenchmarkControllerRSS(b *testing.B) {
 	runTasks("before", rssTasksBefore)
 	before := settledRSS(b, cmd.Process.Pid)
 
-	b.Logf("RSS before: %.1f MiB", before/1024)
 	start := time.Now()
 	payload := strings.Repeat("x", unrelatedBytes)
 	err = parallel(3*unrelatedEach, func(i int) error {
