@@ -171,6 +171,8 @@ func run(m *testing.M) (code int) {
 	env.echoImage = b.refs[echoImageName]
 	step("images built and pushed")
 
+	// Runs before the cluster stops: see removeController.
+	defer removeController(env.cs)
 	if err := deployController(ctx, env.k8s, reg.host+"/kubeopencode", b.refs); err != nil {
 		logControllerPod(env.cs)
 		return fail("deploying the controller", err)
