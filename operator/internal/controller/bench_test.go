@@ -40,8 +40,10 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -626,6 +628,9 @@ type watcher struct {
 
 func (w *watcher) stop() { w.cancel() }
 
+// start watches list's kind in ns from now on. A watch the API server ends
+// (it drops watchers that fall behind, which a loaded machine can cause) is
+// resumed from the last event seen, so no event is lost.
 func (w *watcher) start(b *testing.B, list client.ObjectList, ns string, handle func(watch.Event, time.Time)) {
 	wc, err := client.NewWithWatch(restConfig, client.Options{Scheme: controller.Scheme()})
 	if err != nil {
@@ -633,12 +638,17 @@ func (w *watcher) start(b *testing.B, list client.ObjectList, ns string, handle 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
-	wi, err := wc.Watch(ctx, list, client.InNamespace(ns))
-	if err != nil {
-		cancel()
+	b.Cleanup(cancel)
+	if err := wc.List(ctx, list, client.InNamespace(ns)); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { cancel(); wi.Stop() })
+	lw := &toolscache.ListWatch{WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+		return wc.Watch(ctx, list.DeepCopyObject().(client.ObjectList), client.InNamespace(ns), &client.ListOptions{Raw: &o})
+	}}
+	wi, err := watchtools.NewRetryWatcherWithContext(ctx, list.GetResourceVersion(), lw)
+	if err != nil {
+		b.Fatal(err)
+	}
 	go func() {
 		for ev := range wi.ResultChan() {
 			now := time.Now()
@@ -652,7 +662,7 @@ func (w *watcher) start(b *testing.B, list client.ObjectList, ns string, handle 
 		}
 		w.mu.Lock()
 		if ctx.Err() == nil && w.err == nil {
-			w.err = fmt.Errorf("watch in %s ended early", ns)
+			w.err = fmt.Errorf("watch in %s ended", ns)
 		}
 		w.mu.Unlock()
 	}()
