@@ -1,12 +1,16 @@
 package realnode_test
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -134,4 +138,70 @@ func TestAgentWithOtherUID(t *testing.T) {
 	assert.Equal(t, "tok-e2e-123", out.envs["API_TOKEN"])
 	assert.Equal(t, "endpoint: https://llm.example\n", out.cats["/var/run/e2e/config"])
 	assert.True(t, strings.HasPrefix(out.stats["/var/run/e2e/config"], "-r--r----- 0:65532 "), "credential file: %q", out.stats["/var/run/e2e/config"])
+}
+
+// TestGitInitFailures: git-init's one-line reason reaches the Task as
+// InitFailed, read from its termination message on a read-only root
+// filesystem, and the agent never starts. A wrong password is refused by the
+// server and never shown; an SSH host whose key differs from known_hosts is
+// refused before any credential is offered.
+func TestGitInitFailures(t *testing.T) {
+	requireEnv(t)
+	t.Parallel()
+	ns := restrictedNamespace(t)
+	wrongPassword := "not-" + env.git.password
+	create(t, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "bad-password", Namespace: ns},
+		StringData: map[string]string{"username": env.git.username, "password": wrongPassword},
+	})
+	otherHost, err := knownHostsWithOtherKey(env.git.sshAddr)
+	require.NoError(t, err)
+	create(t, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "bad-host-key", Namespace: ns},
+		Data:       map[string][]byte{"ssh-privatekey": env.git.sshKeyPEM, "known_hosts": []byte(otherHost)},
+	})
+	create(t, echoAgent(ns, "default", "id"))
+	create(t, task(ns, "bad-password", "", "Clone.", v1alpha1.ContextItem{Type: v1alpha1.ContextTypeGit, MountPath: "repo", Git: &v1alpha1.GitContext{
+		Repository: env.git.httpURL, SecretRef: &v1alpha1.LocalSecretReference{Name: "bad-password"},
+	}}))
+	create(t, task(ns, "bad-host-key", "", "Clone.", v1alpha1.ContextItem{Type: v1alpha1.ContextTypeGit, MountPath: "repo", Git: &v1alpha1.GitContext{
+		Repository: env.git.sshURL, SecretRef: &v1alpha1.LocalSecretReference{Name: "bad-host-key"},
+	}}))
+
+	for name, wantInMessage := range map[string]string{
+		"bad-password": env.git.httpURL,
+		"bad-host-key": "does not match known_hosts",
+	} {
+		tk := waitEnded(t, ns, name)
+		assert.Equal(t, v1alpha1.TaskPhaseFailed, tk.Status.Phase, name)
+		c := condition(tk, v1alpha1.TaskConditionSucceeded)
+		require.NotNil(t, c, describeTask(tk))
+		assert.Equal(t, v1alpha1.ReasonInitFailed, c.Reason, describeTask(tk))
+		t.Logf("%s: %s", name, c.Message)
+		assert.Contains(t, c.Message, "git-init-0", name)
+		assert.Contains(t, c.Message, wantInMessage, name)
+		assert.NotContains(t, c.Message, wrongPassword, name)
+		assert.Nil(t, tk.Status.ExitCode, "%s: the agent never ran", name)
+		pod := taskPod(t, tk)
+		for _, s := range pod.Status.ContainerStatuses {
+			assert.Nil(t, s.State.Running, "%s: agent container", name)
+			if s.State.Terminated != nil {
+				t.Errorf("%s: the agent ran and exited %d", name, s.State.Terminated.ExitCode)
+			}
+		}
+	}
+}
+
+// knownHostsWithOtherKey is a known_hosts line for addr with a key the
+// server does not have.
+func knownHostsWithOtherKey(addr string) (string, error) {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	key, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return "", err
+	}
+	return knownhosts.Line([]string{knownhosts.Normalize(addr)}, key) + "\n", nil
 }
