@@ -43,13 +43,18 @@ func TestGitContexts(t *testing.T) {
 	gitSecrets(t, ns)
 	create(t, echoAgent(ns, "default", "tree",
 		"cat=src-http/README.md", "stat=/workspace/src-http/run.sh",
-		"cat=/opt/repo-ssh/src/greeting.go", "stat=/opt/repo-ssh/run.sh", "stat=/opt/repo-ssh/.git"))
+		"cat=/opt/repo-ssh/src/greeting.go", "stat=/opt/repo-ssh/run.sh", "stat=/opt/repo-ssh/.git",
+		"cat=/opt/only-src/greeting.go", "stat=/opt/only-src/greeting.go"))
 	create(t, task(ns, "git", "", "Read the code.",
 		v1alpha1.ContextItem{Type: v1alpha1.ContextTypeGit, MountPath: "src-http", Git: &v1alpha1.GitContext{
 			Repository: env.git.httpURL, SecretRef: &v1alpha1.LocalSecretReference{Name: "git-http"},
 		}},
 		v1alpha1.ContextItem{Type: v1alpha1.ContextTypeGit, MountPath: "/opt/repo-ssh", Git: &v1alpha1.GitContext{
 			Repository: env.git.sshURL, Ref: "main", SecretRef: &v1alpha1.LocalSecretReference{Name: "git-ssh"},
+		}},
+		// Only one directory of the repository, mounted with subPath.
+		v1alpha1.ContextItem{Type: v1alpha1.ContextTypeGit, MountPath: "/opt/only-src", Git: &v1alpha1.GitContext{
+			Repository: env.git.httpURL, Path: "src", SecretRef: &v1alpha1.LocalSecretReference{Name: "git-http"},
 		}},
 	))
 	tk := waitEnded(t, ns, "git")
@@ -63,11 +68,14 @@ func TestGitContexts(t *testing.T) {
 	assert.True(t, strings.HasPrefix(out.stats["/opt/repo-ssh/run.sh"], "-rwxrwxr-x 65532:65532 "), "run.sh: %q", out.stats["/opt/repo-ssh/run.sh"])
 	assert.Contains(t, out.stats, "/opt/repo-ssh/.git")
 	assert.Contains(t, out.stats, "/workspace/src-http/src/greeting.go")
+	assert.Equal(t, env.git.Files["src/greeting.go"], out.cats["/opt/only-src/greeting.go"])
+	assert.True(t, strings.HasPrefix(out.stats["/opt/only-src/greeting.go"], preparedFile+" "), "greeting.go: %q", out.stats["/opt/only-src/greeting.go"])
 
-	require.Len(t, tk.Status.Repositories, 2, describeTask(tk))
+	require.Len(t, tk.Status.Repositories, 3, describeTask(tk))
 	for i, want := range []struct{ url, mountPath, inAgent string }{
 		{env.git.httpURL, "src-http", "/workspace/src-http"},
 		{env.git.sshURL, "/opt/repo-ssh", "/opt/repo-ssh"},
+		{env.git.httpURL, "/opt/only-src", "/opt/only-src"},
 	} {
 		got := tk.Status.Repositories[i]
 		assert.Equal(t, want.url, got.Repository)
@@ -109,6 +117,7 @@ func TestAgentWithOtherUID(t *testing.T) {
 		"append=repo/README.md:edited by the agent", "append=repo/src/new.go:package src",
 		"cat=task.md", "cat=notes.md", "cat=repo/README.md", "cat=repo/src/new.go",
 		"stat=/workspace/repo/src/new.go",
+		"append=private.md:edited by the agent", "cat=private.md", "stat=/workspace/private.md",
 		"env=API_TOKEN", "cat=/var/run/e2e/config", "stat=/var/run/e2e/config")
 	a.Spec.PodSpec = &v1alpha1.AgentPodSpec{SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](1000)}}
 	a.Spec.Credentials = []v1alpha1.Credential{
@@ -118,6 +127,8 @@ func TestAgentWithOtherUID(t *testing.T) {
 	create(t, a)
 	create(t, task(ns, "uid", "uid1000", "Edit the files.",
 		v1alpha1.ContextItem{Type: v1alpha1.ContextTypeText, MountPath: "notes.md", Text: text("notes\n")},
+		// 0600 for the owner (65532) becomes 0660: the agent gets in through the group.
+		v1alpha1.ContextItem{Type: v1alpha1.ContextTypeText, MountPath: "private.md", FileMode: ptr.To[int32](0o600), Text: text("private\n")},
 		v1alpha1.ContextItem{Type: v1alpha1.ContextTypeGit, MountPath: "repo", Git: &v1alpha1.GitContext{
 			Repository: env.git.httpURL, SecretRef: &v1alpha1.LocalSecretReference{Name: "git-http"},
 		}},
@@ -128,7 +139,9 @@ func TestAgentWithOtherUID(t *testing.T) {
 
 	assert.True(t, strings.HasPrefix(out.id, "uid=1000 "), "id: %q", out.id)
 	assert.Contains(t, out.id, "65532", "the pod's fsGroup is a supplementary group: %q", out.id)
-	assert.Equal(t, []string{"task.md", "notes.md", "repo/README.md", "repo/src/new.go"}, out.appended)
+	assert.Equal(t, []string{"task.md", "notes.md", "repo/README.md", "repo/src/new.go", "private.md"}, out.appended)
+	assert.Equal(t, "private\nedited by the agent\n", out.cats["private.md"])
+	assert.True(t, strings.HasPrefix(out.stats["/workspace/private.md"], "-rw-rw---- 65532:65532 "), "private.md: %q", out.stats["/workspace/private.md"])
 	assert.Equal(t, "Edit the files.\nedited by the agent\n", out.cats["task.md"])
 	assert.Equal(t, "notes\nedited by the agent\n", out.cats["notes.md"])
 	assert.Equal(t, env.git.Files["README.md"]+"edited by the agent\n", out.cats["repo/README.md"])
