@@ -148,17 +148,15 @@ func repositories(pod *corev1.Pod) []v1alpha1.RepositoryStatus {
 	return out
 }
 
+// gitMountPath is where the agent container sees a git-init container's checkout.
 func gitMountPath(pod *corev1.Pod, container string) string {
 	for _, c := range pod.Spec.InitContainers {
 		if c.Name != container {
 			continue
 		}
 		for _, e := range c.Env {
-			if e.Name == contract.GitPlanEnv {
-				var p contract.GitPlan
-				if json.Unmarshal([]byte(e.Value), &p) == nil {
-					return p.Dest
-				}
+			if e.Name == jobbuilder.EnvMountPath {
+				return e.Value
 			}
 		}
 	}

@@ -138,6 +138,7 @@ func TestFailureReasons(t *testing.T) {
 		wantReason string
 		wantMsg    string
 		wantCode   *int32
+		wantRepos  []v1alpha1.RepositoryStatus
 	}{
 		{
 			name: "agent-exit-3", jobReason: batchv1.JobReasonBackoffLimitExceeded,
@@ -145,6 +146,17 @@ func TestFailureReasons(t *testing.T) {
 				InitContainerStatuses: []corev1.ContainerStatus{{Name: "context-init", State: terminated(0, "Completed", `{}`)}},
 				ContainerStatuses:     []corev1.ContainerStatus{{Name: "agent", State: terminated(3, "Error", "line one\nmodel quota exhausted")}}},
 			wantReason: v1alpha1.ReasonAgentFailed, wantMsg: "exited with code 3: line one | model quota exhausted", wantCode: ptr.To[int32](3),
+		},
+		{
+			name: "agent-fails-after-a-clone", jobReason: batchv1.JobReasonBackoffLimitExceeded,
+			status: corev1.PodStatus{Phase: corev1.PodFailed,
+				InitContainerStatuses: []corev1.ContainerStatus{
+					{Name: "context-init", State: terminated(0, "Completed", `{}`)},
+					{Name: "git-init-0", State: terminated(0, "Completed", `{"commit":"0123456789abcdef0123456789abcdef01234567","repository":"https://git.example/app.git"}`)},
+				},
+				ContainerStatuses: []corev1.ContainerStatus{{Name: "agent", State: terminated(1, "Error", "tests failed")}}},
+			wantReason: v1alpha1.ReasonAgentFailed, wantMsg: "exited with code 1: tests failed", wantCode: ptr.To[int32](1),
+			wantRepos: []v1alpha1.RepositoryStatus{{MountPath: "/workspace/app", Repository: "https://git.example/app.git", Commit: "0123456789abcdef0123456789abcdef01234567"}},
 		},
 		{
 			name: "oom", jobReason: batchv1.JobReasonBackoffLimitExceeded,
@@ -172,7 +184,11 @@ func TestFailureReasons(t *testing.T) {
 		},
 	}
 	for _, tc := range cases {
-		create(t, newTask(ns, tc.name))
+		task := newTask(ns, tc.name)
+		if tc.wantRepos != nil {
+			task.Spec.Contexts = []v1alpha1.ContextItem{{Type: v1alpha1.ContextTypeGit, MountPath: "app", Git: &v1alpha1.GitContext{Repository: "https://git.example/app.git"}}}
+		}
+		create(t, task)
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -188,6 +204,7 @@ func TestFailureReasons(t *testing.T) {
 			assert.Equal(t, tc.wantReason, c.Reason)
 			assert.Contains(t, c.Message, tc.wantMsg)
 			assert.Equal(t, tc.wantCode, task.Status.ExitCode)
+			assert.Equal(t, tc.wantRepos, task.Status.Repositories, "the commit each Git context checked out, where the agent saw it")
 			assert.NotNil(t, task.Status.CompletionTime)
 		})
 	}

@@ -38,6 +38,10 @@ const InitUID int64 = 65532
 // Some room is kept for the plan itself.
 const MaxContextBytes = 1024*1024 - 16*1024
 
+// EnvMountPath, on a git-init container, is the path where the agent
+// container sees the checkout.
+const EnvMountPath = "KUBEOPENCODE_MOUNT_PATH"
+
 // Container and volume names.
 const (
 	AgentContainer       = "agent"
@@ -370,10 +374,15 @@ func (b *builder) addGit(c *v1alpha1.ContextItem, where, abs string) error {
 		return err
 	}
 	b.gitInit = append(b.gitInit, corev1.Container{
-		Name:                     GitInitPrefix + strconv.Itoa(n),
-		Image:                    b.in.Images.GitInit,
-		ImagePullPolicy:          b.in.Images.PullPolicy,
-		Env:                      []corev1.EnvVar{{Name: contract.GitPlanEnv, Value: string(planJSON)}},
+		Name:            GitInitPrefix + strconv.Itoa(n),
+		Image:           b.in.Images.GitInit,
+		ImagePullPolicy: b.in.Images.PullPolicy,
+		Env: []corev1.EnvVar{
+			{Name: contract.GitPlanEnv, Value: string(planJSON)},
+			// Not read by git-init: it tells the controller where the
+			// agent sees this checkout, for the Task's status.
+			{Name: EnvMountPath, Value: abs},
+		},
 		VolumeMounts:             mounts,
 		SecurityContext:          initSecurityContext(),
 		TerminationMessagePolicy: corev1.TerminationMessageReadFile,

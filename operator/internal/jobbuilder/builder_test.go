@@ -171,7 +171,8 @@ func TestConfigMapContexts(t *testing.T) {
 func TestGitPlacement(t *testing.T) {
 	gitPlan := func(t *testing.T, c corev1.Container) contract.GitPlan {
 		t.Helper()
-		require.Len(t, c.Env, 1)
+		require.Len(t, c.Env, 2)
+		assert.Equal(t, EnvMountPath, c.Env[1].Name)
 		p, err := contract.DecodeGitPlan([]byte(c.Env[0].Value))
 		require.NoError(t, err)
 		return *p
