@@ -82,6 +82,11 @@ type Cluster struct {
 	Server string
 	// NodeNames lists the fake nodes.
 	NodeNames []string
+	// APIServiceAddress is, with Options.RealNode, the address of the
+	// kubernetes Service (10.96.0.1:443) at which pods on the real node reach
+	// the API server: in-cluster clients find it in KUBERNETES_SERVICE_HOST
+	// and KUBERNETES_SERVICE_PORT as on any cluster.
+	APIServiceAddress string
 
 	restConfig *rest.Config
 	procs      []*process // in start order
@@ -90,6 +95,7 @@ type Cluster struct {
 	// Set with Options.RealNode.
 	nodeDir        string
 	containerdSock string
+	apiService     *apiServiceForwarder
 }
 
 // Start runs etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
@@ -317,6 +323,11 @@ func start(ctx context.Context, opts Options, bins *Binaries, progress io.Writer
 		}
 		c.NodeNames = append(c.NodeNames, RealNodeName)
 		step("node %s Ready (%s)", RealNodeName, time.Since(start).Round(time.Millisecond))
+		if c.apiService, err = startAPIServiceForwarder(ctx, cs, strings.TrimPrefix(c.Server, "https://")); err != nil {
+			return nil, err
+		}
+		c.APIServiceAddress = c.apiService.addr
+		step("pods reach the API server at the kubernetes Service address %s", c.APIServiceAddress)
 	}
 
 	// Pods cannot be created in a namespace before its default service
@@ -355,6 +366,10 @@ func (c *Cluster) Stop() error {
 	var errs []error
 	if c.containerdSock != "" && len(c.procs) > 0 {
 		errs = append(errs, c.drainRealNode(60*time.Second))
+	}
+	if c.apiService != nil {
+		errs = append(errs, c.apiService.close())
+		c.apiService = nil
 	}
 	for i := len(c.procs) - 1; i >= 0; i-- {
 		errs = append(errs, c.procs[i].stop(15*time.Second))

@@ -25,7 +25,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/utils/ptr"
 )
 
@@ -55,25 +57,36 @@ var hostTools = []struct{ path, pkg string }{
 	{"/usr/lib/cni/loopback", "containernetworking-plugins"},
 }
 
-// checkRealNodeHost says what the host lacks to run a real node.
-func checkRealNodeHost() error {
+// RealNodeSupported says whether this host can run a real node
+// (Options.RealNode) and, when not, what it lacks, each with how to get it.
+func RealNodeSupported() (ok bool, missing []string) {
 	if os.Geteuid() != 0 {
-		return errors.New("Options.RealNode needs root: the kubelet and containerd manage mounts, cgroups and network namespaces")
+		missing = append(missing, "root (the kubelet and containerd manage mounts, cgroups and network namespaces)")
 	}
-	var pkgs []string
 	for _, t := range hostTools {
 		var err error
 		if filepath.IsAbs(t.path) {
 			_, err = os.Stat(t.path)
-		} else {
-			_, err = exec.LookPath(t.path)
+			if err != nil {
+				missing = append(missing, fmt.Sprintf("the CNI plugin %s (apt-get install -y %s)", t.path, t.pkg))
+			}
+			continue
 		}
-		if err != nil && !slices.Contains(pkgs, t.pkg) {
-			pkgs = append(pkgs, t.pkg)
+		if _, err = exec.LookPath(t.path); err != nil {
+			missing = append(missing, fmt.Sprintf("%s (apt-get install -y %s)", t.path, t.pkg))
 		}
 	}
-	if len(pkgs) > 0 {
-		return fmt.Errorf("Options.RealNode needs %s: install with `apt-get install -y %s`", strings.Join(pkgs, ", "), strings.Join(pkgs, " "))
+	// The kubernetes Service address goes on lo with ip(8).
+	if _, err := exec.LookPath("ip"); err != nil {
+		missing = append(missing, "ip (apt-get install -y iproute2)")
+	}
+	return len(missing) == 0, missing
+}
+
+// checkRealNodeHost says what the host lacks to run a real node.
+func checkRealNodeHost() error {
+	if ok, missing := RealNodeSupported(); !ok {
+		return fmt.Errorf("Options.RealNode needs %s", strings.Join(missing, "; "))
 	}
 	return nil
 }
@@ -166,7 +179,11 @@ func (c *Cluster) startRealNode(ctx context.Context, bins Binaries, creds *crede
 
 // drainRealNode deletes the pods bound to the real node while the kubelet
 // still runs, so that it stops their containers and tears down their network
-// namespaces; killing containerd instead would leave both behind.
+// namespaces; killing containerd instead would leave both behind. The
+// workload controllers go first (Deployments, ReplicaSets, StatefulSets,
+// DaemonSets, ReplicationControllers, CronJobs, Jobs): with them in place the
+// controller manager, or an operator running on the node, would replace
+// every deleted pod and the drain would wait out its whole timeout.
 func (c *Cluster) drainRealNode(timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -174,30 +191,93 @@ func (c *Cluster) drainRealNode(timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	sel := fields.OneTermEqualSelector("spec.nodeName", RealNodeName).String()
-	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: sel})
+	mc, err := metadata.NewForConfig(c.restConfig)
 	if err != nil {
-		return fmt.Errorf("listing pods on node %s: %w", RealNodeName, err)
+		return err
 	}
-	for _, pod := range pods.Items {
-		err := cs.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](1)})
-		if err != nil && !isNotFound(err) {
-			return fmt.Errorf("deleting pod %s/%s: %w", pod.Namespace, pod.Name, err)
-		}
+	if err := deleteWorkloadControllers(ctx, mc); err != nil {
+		return err
 	}
-	// The kubelet stops each sandbox once its pod is gone; each runc shim then
-	// exits.
+	sel := fields.OneTermEqualSelector("spec.nodeName", RealNodeName).String()
 	for {
+		// Jobs again on every round: an operator still running may have
+		// created one for a pending task in the meantime.
+		jobsLeft, jobsErr := deleteAll(ctx, mc, jobs)
 		pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: sel})
-		if err == nil && len(pods.Items) == 0 && len(shimProcesses(c.containerdSock)) == 0 {
-			return nil
+		if err == nil {
+			for _, pod := range pods.Items {
+				// A pod the garbage collector deletes gets its full grace
+				// period (30s by default); one second is enough here.
+				if g := pod.DeletionGracePeriodSeconds; g != nil && *g <= 1 {
+					continue
+				}
+				err := cs.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](1)})
+				if err != nil && !isNotFound(err) {
+					return fmt.Errorf("deleting pod %s/%s: %w", pod.Namespace, pod.Name, err)
+				}
+			}
+			// The kubelet stops each sandbox once its pod is gone; each runc
+			// shim then exits.
+			if len(pods.Items) == 0 && jobsErr == nil && jobsLeft == 0 && len(shimProcesses(c.containerdSock)) == 0 {
+				return nil
+			}
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("pods on node %s not stopped within %s", RealNodeName, timeout)
+			var left []string
+			if pods != nil {
+				for _, p := range pods.Items {
+					left = append(left, p.Namespace+"/"+p.Name)
+				}
+			}
+			return fmt.Errorf("pods on node %s not stopped within %s (left: %s; jobs left: %d, %v)", RealNodeName, timeout, strings.Join(left, ", "), jobsLeft, jobsErr)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// workloadKinds own pods, those that own others first.
+var workloadKinds = []schema.GroupVersionResource{
+	{Group: "apps", Version: "v1", Resource: "deployments"},
+	{Group: "batch", Version: "v1", Resource: "cronjobs"},
+	{Group: "apps", Version: "v1", Resource: "statefulsets"},
+	{Group: "apps", Version: "v1", Resource: "daemonsets"},
+	{Group: "apps", Version: "v1", Resource: "replicasets"},
+	{Version: "v1", Resource: "replicationcontrollers"},
+	jobs,
+}
+
+var jobs = schema.GroupVersionResource{Group: "batch", Version: "v1", Resource: "jobs"}
+
+// deleteWorkloadControllers deletes every object of workloadKinds in all
+// namespaces.
+func deleteWorkloadControllers(ctx context.Context, mc metadata.Interface) error {
+	for _, k := range workloadKinds {
+		if _, err := deleteAll(ctx, mc, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteAll deletes the objects of a resource that are not being deleted yet
+// (their pods go through the garbage collector) and returns how many exist.
+func deleteAll(ctx context.Context, mc metadata.Interface, gvr schema.GroupVersionResource) (int, error) {
+	list, err := mc.Resource(gvr).Namespace(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("listing %s to stop them before the node drains: %w", gvr.Resource, err)
+	}
+	bg := metav1.DeletePropagationBackground
+	for _, o := range list.Items {
+		if o.DeletionTimestamp != nil {
+			continue
+		}
+		err := mc.Resource(gvr).Namespace(o.Namespace).Delete(ctx, o.Name, metav1.DeleteOptions{PropagationPolicy: &bg})
+		if err != nil && !isNotFound(err) {
+			return 0, fmt.Errorf("deleting %s %s/%s before the node drains: %w", gvr.Resource, o.Namespace, o.Name, err)
+		}
+	}
+	return len(list.Items), nil
 }
 
 // cleanupRealNode kills what containerd leaves running after it exits (shims

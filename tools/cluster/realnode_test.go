@@ -25,9 +25,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
@@ -74,19 +76,65 @@ func TestRealNode(t *testing.T) {
 			assert.Equal(t, int32(3), state.ExitCode)
 			assert.Equal(t, "Error", state.Reason)
 		})
+		t.Run("ReachesAPIServerThroughKubernetesService", func(t *testing.T) {
+			t.Parallel()
+			assert.Equal(t, "10.96.0.1:443", c.APIServiceAddress)
+			ns := restrictedNamespace(t, cs)
+			job := newRealJob(ns, "api", image, 0)
+			job.Spec.Template.Spec.AutomountServiceAccountToken = ptr.To(true)
+			job.Spec.Template.Spec.Containers[0].Env = append(job.Spec.Template.Spec.Containers[0].Env, corev1.EnvVar{Name: "CHECK_API", Value: "1"})
+			job, err := cs.BatchV1().Jobs(ns).Create(t.Context(), job, metav1.CreateOptions{})
+			require.NoError(t, err)
+			waitJobCondition(t, cs, job, batchv1.JobComplete)
+			// The service account's CA verified the serving certificate for
+			// 10.96.0.1, and the token was accepted.
+			logs := podLogs(t, cs, onlyPod(t, cs, job), "main")
+			assert.Contains(t, logs, "api https://10.96.0.1:443/version 200 ")
+			assert.Contains(t, logs, `"gitVersion": "v1.37.2"`)
+		})
 	})
 
 	t.Run("StopLeavesNoContainers", func(t *testing.T) {
+		// A Deployment's pod comes back whenever it is deleted; Stop must
+		// not wait on it.
+		ns := restrictedNamespace(t, cs)
+		job := newRealJob(ns, "forever", image, 0)
+		_, err := cs.AppsV1().Deployments(ns).Create(t.Context(), &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Name: "forever", Namespace: ns},
+			Spec: appsv1.DeploymentSpec{
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "forever"}},
+				Template: corev1.PodTemplateSpec{
+					ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "forever"}},
+					Spec: func() corev1.PodSpec {
+						spec := job.Spec.Template.Spec
+						spec.RestartPolicy = corev1.RestartPolicyAlways
+						spec.Containers[0].Env = append(spec.Containers[0].Env, corev1.EnvVar{Name: "SLEEP", Value: "1h"})
+						return spec
+					}(),
+				},
+			},
+		}, metav1.CreateOptions{})
+		require.NoError(t, err)
+		require.NoError(t, wait.PollUntilContextTimeout(t.Context(), 500*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=forever"})
+			return err == nil && len(pods.Items) == 1 && pods.Items[0].Status.Phase == corev1.PodRunning, nil
+		}), "the Deployment's pod runs")
+
 		pids := c.PIDs()
 		require.Contains(t, pids, "kubelet")
 		require.Contains(t, pids, "containerd")
 		dir := c.Dir
+		began := time.Now()
 		require.NoError(t, c.Stop())
 		stopped = true
+		assert.Less(t, time.Since(began), 30*time.Second, "Stop waited on the Deployment's pod")
+		out, err := exec.Command("ip", "-o", "addr", "show", "dev", "lo").CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		assert.NotContains(t, string(out), "10.96.0.1", "the kubernetes Service address is removed from lo")
 		for n, pid := range pids {
 			assert.ErrorIs(t, syscall.Kill(pid, 0), syscall.ESRCH, "%s (pid %d) still exists", n, pid)
 		}
-		out, _ := exec.Command("pgrep", "-f", "containerd-shim-runc-v2.*"+dir).CombinedOutput()
+		out, _ = exec.Command("pgrep", "-f", "containerd-shim-runc-v2.*"+dir).CombinedOutput()
 		assert.Empty(t, strings.TrimSpace(string(out)), "runc shims of the node")
 		mounts, err := os.ReadFile("/proc/self/mountinfo")
 		require.NoError(t, err)
@@ -170,6 +218,12 @@ func restrictedNamespace(t *testing.T, cs kubernetes.Interface) string {
 // restricted, non-root 65532, read-only root filesystem, an init container.
 func createRealJob(t *testing.T, cs kubernetes.Interface, ns, name, image string, exitCode int) *batchv1.Job {
 	t.Helper()
+	job, err := cs.BatchV1().Jobs(ns).Create(t.Context(), newRealJob(ns, name, image, exitCode), metav1.CreateOptions{})
+	require.NoError(t, err)
+	return job
+}
+
+func newRealJob(ns, name, image string, exitCode int) *batchv1.Job {
 	sc := &corev1.SecurityContext{
 		RunAsNonRoot:             ptr.To(true),
 		RunAsUser:                ptr.To[int64](65532),
@@ -198,8 +252,6 @@ func createRealJob(t *testing.T, cs kubernetes.Interface, ns, name, image string
 			},
 		},
 	}
-	job, err := cs.BatchV1().Jobs(ns).Create(t.Context(), job, metav1.CreateOptions{})
-	require.NoError(t, err)
 	return job
 }
 
