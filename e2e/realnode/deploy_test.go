@@ -102,31 +102,6 @@ func deployController(ctx context.Context, c client.Client, repository string, r
 	})
 }
 
-// removeController deletes the controller's Deployment and waits for its
-// pod to go. The cluster's Stop deletes the pods on the node and waits for
-// them to be gone; a ReplicaSet would replace the controller's pod every
-// time, and Stop would wait out its whole timeout.
-func removeController(cs kubernetes.Interface) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	fg := metav1.DeletePropagationForeground
-	err := cs.AppsV1().Deployments(controllerNamespace).Delete(ctx, controllerDeployment, metav1.DeleteOptions{PropagationPolicy: &fg})
-	if apierrors.IsNotFound(err) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "deleting the controller Deployment:", err)
-		return
-	}
-	err = waitFor(ctx, time.Minute, func() (bool, error) {
-		pods, err := cs.CoreV1().Pods(controllerNamespace).List(ctx, metav1.ListOptions{})
-		return err == nil && len(pods.Items) == 0, err
-	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "waiting for the controller pod to go:", err)
-	}
-}
-
 // logControllerPod prints the controller pod's state and last log lines,
 // for a failed set-up or test.
 func logControllerPod(cs kubernetes.Interface) {

@@ -8,8 +8,9 @@
 // environment, and the Task's status.
 //
 // TestMain sets up once per package: an image registry on 127.0.0.1, the
-// four images, the cluster, the stand-in for kube-proxy that lets pods reach
-// the API server, the controller, and Git servers for the pods to clone from.
+// four images, the cluster (whose real node gives pods the API server at the
+// kubernetes Service address), the controller, and Git servers for the pods
+// to clone from.
 // docs/e2e.md describes the suite and what the host needs.
 package realnode_test
 
@@ -54,35 +55,12 @@ const echoBinary = "/usr/local/bin/echo-agent"
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	if missing := missingHostRequirements(); len(missing) > 0 {
+	if ok, missing := cluster.RealNodeSupported(); !ok {
 		env.skip = "the real-node suite needs " + strings.Join(missing, "; ")
 		fmt.Fprintf(os.Stderr, "\n*** SKIPPING e2e/realnode: %s ***\n\n", env.skip)
 		os.Exit(m.Run())
 	}
 	os.Exit(run(m))
-}
-
-// missingHostRequirements lists what keeps this host from running a real
-// node, each with how to get it.
-func missingHostRequirements() []string {
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root (the kubelet and containerd manage mounts, cgroups and network namespaces)")
-	}
-	pkgs := map[string]string{
-		"containerd": "containerd", "containerd-shim-runc-v2": "containerd", "ctr": "containerd", "runc": "runc",
-	}
-	for _, tool := range []string{"containerd", "containerd-shim-runc-v2", "ctr", "runc"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, fmt.Sprintf("%s (apt-get install -y %s)", tool, pkgs[tool]))
-		}
-	}
-	for _, plugin := range []string{"bridge", "host-local", "loopback"} {
-		if _, err := os.Stat(filepath.Join("/usr/lib/cni", plugin)); err != nil {
-			missing = append(missing, fmt.Sprintf("the CNI plugin /usr/lib/cni/%s (apt-get install -y containernetworking-plugins)", plugin))
-		}
-	}
-	return missing
 }
 
 func run(m *testing.M) (code int) {
@@ -109,12 +87,10 @@ func run(m *testing.M) (code int) {
 		fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
 	}
 
-	// A host that runs a real node but lacks these is set up wrongly: fail
+	// A host that runs a real node but lacks git is set up wrongly: fail
 	// rather than skip.
-	for tool, pkg := range map[string]string{"git": "git", "ip": "iproute2"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return fail("the suite needs "+tool, fmt.Errorf("apt-get install -y %s", pkg))
-		}
+	if _, err := exec.LookPath("git"); err != nil {
+		return fail("the suite needs git", errors.New("apt-get install -y git"))
 	}
 
 	reg, err := serveRegistry()
@@ -156,12 +132,7 @@ func run(m *testing.M) (code int) {
 	}
 	step("cluster ready")
 
-	proxy, err := startAPIServiceProxy(ctx, env.cs, c.Server)
-	if err != nil {
-		return fail("making the API server reachable from pods", err)
-	}
-	defer proxy.Close()
-	step("pods reach the API server at the kubernetes Service address %s", proxy.addr)
+	step("pods reach the API server at the kubernetes Service address %s", c.APIServiceAddress)
 
 	b := <-built
 	if b.err != nil {
@@ -171,8 +142,6 @@ func run(m *testing.M) (code int) {
 	env.echoImage = b.refs[echoImageName]
 	step("images built and pushed")
 
-	// Runs before the cluster stops: see removeController.
-	defer removeController(env.cs)
 	if err := deployController(ctx, env.k8s, reg.host+"/kubeopencode", b.refs); err != nil {
 		logControllerPod(env.cs)
 		return fail("deploying the controller", err)
