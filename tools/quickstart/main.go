@@ -1,20 +1,28 @@
 // Command quickstart runs KubeOpenCode end to end on this machine, with
-// nothing but Go: it builds the three images with the Go-native image
-// builder and serves them from an in-process registry, starts a local
-// Kubernetes cluster built from source (etcd, kube-apiserver,
-// kube-controller-manager, kube-scheduler and kwok nodes), installs the
-// CRDs, runs the controller with the digests of the images it just built,
-// applies the sample Agent and a Task, and shows the Task complete.
+// nothing but Go: it builds the images with the Go-native image builder and
+// serves them from an in-process registry, starts a local Kubernetes cluster
+// built from source (etcd, kube-apiserver, kube-controller-manager,
+// kube-scheduler and a node), runs the controller with the digests of the
+// images it just built, applies the sample Agent and a Task, and shows the
+// Task complete.
 //
-//	go run ./tools/quickstart          # run the sample Task, then clean up
-//	go run ./tools/quickstart --keep   # leave the cluster and controller running
+//	go run ./tools/quickstart              # real node when the host can run one, else kwok
+//	go run ./tools/quickstart --real-node  # real node or fail, naming what the host lacks
+//	go run ./tools/quickstart --kwok       # simulated pods, on any host
+//	go run ./tools/quickstart --keep       # leave the cluster running until Ctrl-C
 //
-// kwok nodes simulate pods, so the agent container does not really run
-// here: the Task's Job is created, scheduled and completed by the real
-// Kubernetes control plane. docs/local-cluster.md says more.
+// On a real node (root, containerd, runc and the CNI plugins) every container
+// really runs: the controller from its image, deployed with the rendered
+// manifests; git-init and context-init; and, standing in for the agent, the
+// echo agent of e2e/echoagent, which prints the workspace it was given.
+// kwok nodes only simulate pods: the controller then runs as a process on
+// this host, and the Task's Job is created, scheduled and completed by the
+// real control plane without any container running. docs/local-cluster.md
+// says more.
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -29,11 +37,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -43,6 +53,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -55,24 +67,63 @@ import (
 )
 
 func main() {
-	keep := flag.Bool("keep", false, "leave the cluster and the controller running until Ctrl-C")
-	dir := flag.String("dir", "", "working directory for the cluster, images and logs (default: a new temporary directory)")
+	var o options
+	flag.BoolVar(&o.keep, "keep", false, "leave the cluster and the controller running until Ctrl-C")
+	flag.StringVar(&o.dir, "dir", "", "working directory for the cluster, images and logs (default: a new temporary directory)")
+	flag.BoolVar(&o.kwok, "kwok", false, "simulate pods on kwok nodes even when this host can run a real node")
+	flag.BoolVar(&o.realNode, "real-node", false, "require a real node (kubelet with containerd); fail when the host cannot run one")
 	flag.Parse()
+	if o.kwok && o.realNode {
+		fmt.Fprintln(os.Stderr, "quickstart: --kwok and --real-node exclude each other; pass at most one")
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *dir, *keep); err != nil {
+	began := time.Now()
+	if err := run(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
 		os.Exit(1)
 	}
+	say("Done in %s", time.Since(began).Round(100*time.Millisecond))
+}
+
+type options struct {
+	dir            string
+	keep           bool
+	kwok, realNode bool
 }
 
 func say(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
 
-func run(ctx context.Context, dir string, keep bool) error {
+// useRealNode picks the node kind and says which, and why.
+func useRealNode(o options) (bool, error) {
+	ok, missing := cluster.RealNodeSupported()
+	switch {
+	case o.kwok:
+		say("Mode: kwok nodes (--kwok): pods are simulated; the agent does not really run")
+		return false, nil
+	case ok:
+		say("Mode: real node: a kubelet with this host's containerd and runc runs every container (--kwok simulates pods instead)")
+		return true, nil
+	case o.realNode:
+		return false, fmt.Errorf("--real-node: this host cannot run a real node; it needs %s", strings.Join(missing, "; "))
+	default:
+		say("Mode: kwok nodes: pods are simulated, because a real node needs what this host lacks:\n    - %s\n    (--real-node makes this an error)",
+			strings.Join(missing, "\n    - "))
+		return false, nil
+	}
+}
+
+func run(ctx context.Context, o options) error {
+	onRealNode, err := useRealNode(o)
+	if err != nil {
+		return err
+	}
 	root, err := moduleRoot()
 	if err != nil {
 		return err
 	}
+	dir := o.dir
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "kubeopencode-quickstart-"); err != nil {
 			return err
@@ -86,33 +137,44 @@ func run(ctx context.Context, dir string, keep bool) error {
 	}
 	prefix := regHost + "/kubeopencode"
 
-	say("Building the controller, git-init and context-init images for linux/%s", runtime.GOARCH)
-	digests, err := buildImages(ctx, root, prefix)
+	imgs := images.All
+	if onRealNode {
+		imgs = append(append([]images.Image(nil), images.All...), echoAgentImage)
+	}
+	var names []string
+	for _, img := range imgs {
+		names = append(names, img.Name)
+	}
+	say("Building the %s images for linux/%s", strings.Join(names, ", "), runtime.GOARCH)
+	refs, err := buildImages(ctx, root, prefix, imgs)
 	if err != nil {
 		return err
+	}
+	digests := map[string]string{}
+	for name, ref := range refs {
+		_, d, _ := strings.Cut(ref, "@")
+		digests[name] = d
 	}
 	r := render.Renderer{Repository: prefix, Digests: digests}
-	deployment, err := os.ReadFile(filepath.Join(root, "manifests", "controller", "deployment.yaml"))
-	if err != nil {
-		return err
-	}
-	rendered, err := r.Render("manifests/controller/deployment.yaml", deployment)
-	if err != nil {
-		return err
-	}
-	args := controllerArgs(rendered)
-	for _, a := range args {
-		fmt.Println("    " + a)
-	}
 
-	say("Starting a local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok) in %s", dir)
-	cl, err := cluster.Start(ctx, cluster.Options{Dir: filepath.Join(dir, "cluster"), Nodes: 1, Progress: os.Stdout})
+	if onRealNode {
+		say("Starting a local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, a kubelet with containerd) in %s", dir)
+	} else {
+		say("Starting a local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok) in %s", dir)
+	}
+	copts := cluster.Options{Dir: filepath.Join(dir, "cluster"), Nodes: 1, Progress: os.Stdout}
+	if onRealNode {
+		copts.RealNode, copts.Nodes = true, 0
+	}
+	cl, err := cluster.Start(ctx, copts)
 	if err != nil {
 		return err
 	}
 	defer func() {
 		say("Stopping the cluster")
-		_ = cl.Stop()
+		if err := cl.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "quickstart: stopping the cluster:", err)
+		}
 	}()
 	sch := k8sruntime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(sch))
@@ -127,44 +189,118 @@ func run(ctx context.Context, dir string, keep bool) error {
 		return err
 	}
 
-	say("Starting the controller (the binary of the controller image; kwok nodes cannot run containers)")
-	ctrlProc, err := startController(ctx, root, dir, cl.Kubeconfig, args)
-	if err != nil {
-		return err
+	var task *v1alpha1.Task
+	if onRealNode {
+		if task, err = runOnRealNode(ctx, c, cl, root, r, refs); err != nil {
+			return err
+		}
+	} else {
+		var stopController func()
+		task, stopController, err = runOnKwok(ctx, c, cl, root, dir, r)
+		if stopController != nil {
+			defer stopController()
+		}
+		if err != nil {
+			return err
+		}
 	}
-	defer func() {
-		_ = ctrlProc.Process.Signal(syscall.SIGTERM)
-		_ = ctrlProc.Wait()
-	}()
-
-	say("Applying the sample Agent and a Task")
-	if err := c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "kubeopencode-agent", Namespace: "default"}}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return err
-	}
-	if err := applyFile(ctx, c, filepath.Join(root, "manifests", "samples", "agent.yaml"), "default"); err != nil {
-		return err
-	}
-	task, err := createSampleTask(ctx, c, filepath.Join(root, "manifests", "samples", "task.yaml"))
-	if err != nil {
-		return err
-	}
-	say("Task default/%s created; waiting for it to finish", task)
-	final, err := waitForTask(ctx, c, task)
-	if err != nil {
-		fmt.Printf("    controller log: %s\n", filepath.Join(dir, "controller.log"))
-		return err
-	}
-	printTask(final)
-	if final.Status.Phase != v1alpha1.TaskPhaseCompleted {
-		return fmt.Errorf("Task %s ended %s", task, final.Status.Phase)
-	}
-	say("Task %s Completed: its Job ran init images pinned by digest, built a minute ago", task)
-
-	if keep {
-		say("The cluster keeps running. In another shell:\n    export KUBECONFIG=%s\n    kubectl get tasks,agents,jobs\nPress Ctrl-C to stop.", cl.Kubeconfig)
+	if o.keep {
+		say("The cluster keeps running. In another shell:\n    export KUBECONFIG=%s\n    kubectl get -n %s tasks,agents,jobs,pods\nPress Ctrl-C to stop.", cl.Kubeconfig, task.Namespace)
 		<-ctx.Done()
 	}
 	return nil
+}
+
+// runOnKwok runs the controller as a process on this host (kwok nodes cannot
+// run its container) and the sample Task in namespace default.
+func runOnKwok(ctx context.Context, c client.Client, cl *cluster.Cluster, root, dir string, r render.Renderer) (*v1alpha1.Task, func(), error) {
+	deployment, err := os.ReadFile(filepath.Join(root, "manifests", "controller", "deployment.yaml"))
+	if err != nil {
+		return nil, nil, err
+	}
+	rendered, err := r.Render("manifests/controller/deployment.yaml", deployment)
+	if err != nil {
+		return nil, nil, err
+	}
+	args := controllerArgs(rendered)
+	for _, a := range args {
+		fmt.Println("    " + a)
+	}
+	say("Starting the controller (the binary of the controller image; kwok nodes cannot run containers)")
+	ctrlProc, err := startController(ctx, root, dir, cl.Kubeconfig, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	stopController := func() {
+		_ = ctrlProc.Process.Signal(syscall.SIGTERM)
+		_ = ctrlProc.Wait()
+	}
+
+	say("Applying the sample Agent and a Task")
+	if err := c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "kubeopencode-agent", Namespace: "default"}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, stopController, err
+	}
+	if err := applyFile(ctx, c, filepath.Join(root, "manifests", "samples", "agent.yaml"), "default"); err != nil {
+		return nil, stopController, err
+	}
+	final, err := runSampleTask(ctx, c, root, "default")
+	if err != nil {
+		fmt.Printf("    controller log: %s\n", filepath.Join(dir, "controller.log"))
+		return nil, stopController, err
+	}
+	say("Task %s Completed: its Job ran init images pinned by digest, built a minute ago", final.Name)
+	return final, stopController, nil
+}
+
+// quickstartNamespace holds the sample Agent and Task on the real node.
+const quickstartNamespace = "quickstart"
+
+// runOnRealNode deploys the controller from its image with the rendered
+// manifests, and runs the sample Task with the echo agent in a namespace that
+// enforces the restricted Pod Security Standard.
+func runOnRealNode(ctx context.Context, c client.Client, cl *cluster.Cluster, root string, r render.Renderer, refs map[string]string) (*v1alpha1.Task, error) {
+	say("Deploying the controller from its image (manifests/rbac and manifests/controller, rendered)")
+	if err := deployController(ctx, c, root, r); err != nil {
+		logControllerPods(ctx, c, cl)
+		return nil, err
+	}
+	fmt.Printf("    %s/%s rolled out; it reaches the API server at the kubernetes Service address %s\n", controllerNamespace, controllerDeployment, cl.APIServiceAddress)
+
+	say("Applying the sample Agent with the echo agent as its image, and a Task, in namespace %s (Pod Security: restricted)", quickstartNamespace)
+	for _, obj := range []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: quickstartNamespace, Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "kubeopencode-agent", Namespace: quickstartNamespace}},
+		// The sample Agent hands this key to the agent; the echo agent needs
+		// none, but the pod cannot start without the Secret.
+		&corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: "llm-credentials", Namespace: quickstartNamespace},
+			StringData: map[string]string{"api-key": "not-a-real-key"},
+		},
+	} {
+		if err := c.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("creating %T %s: %w", obj, obj.GetName(), err)
+		}
+	}
+	agent, err := echoSampleAgent(filepath.Join(root, "manifests", "samples", "agent.yaml"), refs[echoAgentImage.Name])
+	if err != nil {
+		return nil, err
+	}
+	fmt.Printf("    agentImage: %s\n    command: %s\n", agent.Spec.AgentImage, strings.Join(agent.Spec.Command, " "))
+	if err := c.Create(ctx, agent); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("creating Agent %s/%s: %w", agent.Namespace, agent.Name, err)
+	}
+	final, err := runSampleTask(ctx, c, root, quickstartNamespace)
+	if err != nil {
+		if final != nil {
+			printAgentOutput(ctx, c, cl, final)
+		}
+		logControllerPods(ctx, c, cl)
+		return nil, err
+	}
+	printAgentOutput(ctx, c, cl, final)
+	say("Task %s/%s Completed: git-init, context-init and the agent ran in containers on node %s, from images pinned by digest",
+		final.Namespace, final.Name, cluster.RealNodeName)
+	return final, nil
 }
 
 func moduleRoot() (string, error) {
@@ -189,7 +325,18 @@ func serveRegistry() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-func buildImages(ctx context.Context, root, prefix string) (map[string]string, error) {
+// echoAgentImage stands in for a real agent on the real node: it prints the
+// workspace it was given. It is built like the product images (same base,
+// user 65532, one static binary).
+var echoAgentImage = images.Image{
+	Name:        "echo-agent",
+	MainPackage: images.Module + "/e2e/echoagent",
+	Description: "KubeOpenCode quickstart: an agent that prints what it was given",
+}
+
+// buildImages builds imgs and pushes them under prefix; it returns each
+// image's reference pinned by digest.
+func buildImages(ctx context.Context, root, prefix string, imgs []images.Image) (map[string]string, error) {
 	b := &imagebuilder.Builder{
 		ModuleDir: root,
 		Version:   imagebuilder.GitVersion(ctx, root),
@@ -205,20 +352,20 @@ func buildImages(ctx context.Context, root, prefix string) (map[string]string, e
 		return nil, err
 	}
 	b.Base = &imagebuilder.BuiltBase{Epoch: b.Epoch, ZoneInfoZip: zip}
-	digests := map[string]string{}
-	for _, img := range images.All {
+	refs := map[string]string{}
+	for _, img := range imgs {
 		built, err := b.Build(ctx, img)
 		if err != nil {
 			return nil, err
 		}
 		ref, err := imagebuilder.Push(ctx, img.Repository(prefix), built, nil, nil)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("pushing %s: %w", img.Name, err)
 		}
-		digests[img.Name] = built.Digest.String()
+		refs[img.Name] = ref
 		fmt.Printf("    %s\n", ref)
 	}
-	return digests, nil
+	return refs, nil
 }
 
 var argRE = regexp.MustCompile(`(?m)^\s*- (--(?:git-init|context-init)-image=\S+)$`)
@@ -310,28 +457,40 @@ func applyFile(ctx context.Context, c client.Client, path, namespace string) err
 	return nil
 }
 
-func createSampleTask(ctx context.Context, c client.Client, path string) (string, error) {
+// runSampleTask creates the sample Task in ns and waits for it to end; it
+// returns the Task as it ended, with an error unless it Completed.
+func runSampleTask(ctx context.Context, c client.Client, root, ns string) (*v1alpha1.Task, error) {
+	path := filepath.Join(root, "manifests", "samples", "task.yaml")
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	task := &v1alpha1.Task{}
 	if err := yaml.Unmarshal(data, task); err != nil {
-		return "", err
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	task.Namespace = "default"
+	task.Namespace = ns
 	if err := c.Create(ctx, task); err != nil {
-		return "", err
+		return nil, fmt.Errorf("creating the Task of %s in namespace %s: %w", path, ns, err)
 	}
-	return task.Name, nil
+	say("Task %s/%s created; waiting for it to finish", ns, task.Name)
+	final, err := waitForTask(ctx, c, ns, task.Name)
+	if err != nil {
+		return final, fmt.Errorf("Task %s/%s: %w", ns, task.Name, err)
+	}
+	printTask(final)
+	if final.Status.Phase != v1alpha1.TaskPhaseCompleted {
+		return final, fmt.Errorf("Task %s/%s ended %s", ns, task.Name, final.Status.Phase)
+	}
+	return final, nil
 }
 
-func waitForTask(ctx context.Context, c client.Client, name string) (*v1alpha1.Task, error) {
+func waitForTask(ctx context.Context, c client.Client, ns, name string) (*v1alpha1.Task, error) {
 	var task *v1alpha1.Task
 	last := v1alpha1.TaskPhase("-")
 	err := waitUntil(ctx, 3*time.Minute, func() (bool, error) {
 		task = &v1alpha1.Task{}
-		if err := c.Get(ctx, types.NamespacedName{Namespace: "default", Name: name}, task); err != nil {
+		if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, task); err != nil {
 			return false, err
 		}
 		if task.Status.Phase != last && task.Status.Phase != "" {
@@ -377,6 +536,138 @@ func waitUntil(ctx context.Context, timeout time.Duration, cond func() (bool, er
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+const (
+	controllerNamespace  = "kubeopencode-system"
+	controllerDeployment = "kubeopencode-controller"
+)
+
+// deployController installs what a user installs besides the CRDs: the
+// generated ClusterRole and manifests/controller (Namespace, ServiceAccount,
+// bindings, Deployment) rendered with tools/render, so the controller runs
+// from the image just built and passes the init images' digests on. It
+// returns once the Deployment is rolled out.
+func deployController(ctx context.Context, c client.Client, root string, r render.Renderer) error {
+	files, err := render.Collect([]string{
+		filepath.Join(root, "manifests", "rbac"),
+		filepath.Join(root, "manifests", "controller"),
+	})
+	if err != nil {
+		return err
+	}
+	if files, err = r.RenderFiles(files); err != nil {
+		return err
+	}
+	var objs []*unstructured.Unstructured
+	for _, f := range files {
+		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(f.Content), 4096)
+		for {
+			u := &unstructured.Unstructured{}
+			if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				return fmt.Errorf("%s: %w", f.Path, err)
+			}
+			if len(u.Object) > 0 {
+				objs = append(objs, u)
+			}
+		}
+	}
+	// Namespaces before what lives in them.
+	sort.SliceStable(objs, func(i, j int) bool { return objs[i].GetKind() == "Namespace" && objs[j].GetKind() != "Namespace" })
+	for _, u := range objs {
+		if err := c.Create(ctx, u); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating %s %s: %w", u.GetKind(), u.GetName(), err)
+		}
+		fmt.Printf("    %s %s\n", u.GetKind(), u.GetName())
+	}
+	err = waitUntil(ctx, 3*time.Minute, func() (bool, error) {
+		d := &appsv1.Deployment{}
+		if err := c.Get(ctx, types.NamespacedName{Namespace: controllerNamespace, Name: controllerDeployment}, d); err != nil {
+			return false, err
+		}
+		want := int32(1)
+		if d.Spec.Replicas != nil {
+			want = *d.Spec.Replicas
+		}
+		return d.Status.ObservedGeneration >= d.Generation && d.Status.UpdatedReplicas == want &&
+			d.Status.AvailableReplicas == want && d.Status.Replicas == want, nil
+	})
+	if err != nil {
+		return fmt.Errorf("Deployment %s/%s did not roll out: %w", controllerNamespace, controllerDeployment, err)
+	}
+	return nil
+}
+
+// echoSampleAgent reads the sample Agent and puts it in the quickstart
+// namespace with the echo agent as its image, told to print who it runs as,
+// its workspace, and task.md as it found it. The rest of the sample (context,
+// credential, resources, service account) stays as a user would apply it.
+func echoSampleAgent(path, image string) (*v1alpha1.Agent, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	agent := &v1alpha1.Agent{}
+	if err := yaml.Unmarshal(data, agent); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	agent.Namespace = quickstartNamespace
+	agent.Spec.AgentImage = image
+	agent.Spec.Command = []string{echoAgentImage.BinaryPath(), "id", "tree", "cat=task.md"}
+	agent.Spec.Args = nil
+	return agent, nil
+}
+
+// printAgentOutput shows what the agent container printed, read through the
+// pod logs API as `kubectl logs` would.
+func printAgentOutput(ctx context.Context, c client.Client, cl *cluster.Cluster, t *v1alpha1.Task) {
+	cs, err := kubernetes.NewForConfig(cl.RESTConfig())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "quickstart:", err)
+		return
+	}
+	pods := &corev1.PodList{}
+	if err := c.List(ctx, pods, client.InNamespace(t.Namespace), client.MatchingLabels{"kubeopencode.io/task-uid": string(t.UID)}); err != nil || len(pods.Items) == 0 {
+		fmt.Fprintf(os.Stderr, "quickstart: no pod of Task %s/%s to show the agent's output of (%v)\n", t.Namespace, t.Name, err)
+		return
+	}
+	pod := pods.Items[0]
+	out, err := cs.CoreV1().Pods(pod.Namespace).GetLogs(pod.Name, &corev1.PodLogOptions{Container: "agent"}).DoRaw(ctx)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "quickstart: logs of pod %s/%s container agent: %v\n", pod.Namespace, pod.Name, err)
+		return
+	}
+	say("What the agent printed (kubectl logs -n %s %s -c agent)", pod.Namespace, pod.Name)
+	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		fmt.Println("    " + line)
+	}
+}
+
+// logControllerPods prints the controller pod's state and last log lines,
+// for a failed deployment or Task.
+func logControllerPods(ctx context.Context, c client.Client, cl *cluster.Cluster) {
+	cs, err := kubernetes.NewForConfig(cl.RESTConfig())
+	if err != nil {
+		return
+	}
+	pods, err := cs.CoreV1().Pods(controllerNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + controllerDeployment})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "listing controller pods:", err)
+		return
+	}
+	for _, p := range pods.Items {
+		fmt.Fprintf(os.Stderr, "controller pod %s: phase %s\n", p.Name, p.Status.Phase)
+		for _, s := range p.Status.ContainerStatuses {
+			fmt.Fprintf(os.Stderr, "  container %s ready=%v restarts=%d state=%+v\n", s.Name, s.Ready, s.RestartCount, s.State)
+		}
+		tail := int64(40)
+		out, err := cs.CoreV1().Pods(p.Namespace).GetLogs(p.Name, &corev1.PodLogOptions{TailLines: &tail}).DoRaw(ctx)
+		if err == nil {
+			fmt.Fprintf(os.Stderr, "  last log lines:\n%s\n", out)
 		}
 	}
 }
