@@ -57,8 +57,11 @@ type Options struct {
 	// RealNode also runs a kubelet with containerd, registered as node
 	// "localhost" (RealNodeName) and labelled kubeopencode.io/real-node=true,
 	// that runs pods in real containers. It needs root and the Debian
-	// packages containerd, runc and containernetworking-plugins. With
-	// RealNode, Nodes counts fake nodes besides it and 0 means none.
+	// packages containerd, runc and containernetworking-plugins
+	// (RealNodeSupported says what is missing). With RealNode, Nodes counts
+	// fake nodes besides it and 0 means none. Pods reach the API server at
+	// the kubernetes Service address (APIServiceAddress), forwarded by the
+	// process that called Start until Stop.
 	RealNode bool
 }
 

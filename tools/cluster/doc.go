@@ -27,4 +27,11 @@
 // or OnFailure, ends them after AnnotationDuration (default one second) with
 // AnnotationExitCode (default 0; non-zero fails the pod and is the container's
 // terminated exit code). Pods being deleted are removed at once.
+//
+// Real node: with Options.RealNode (root and containerd, runc and the CNI
+// plugins; see RealNodeSupported) Start also runs a kubelet with containerd
+// that runs pods in real containers, and forwards the kubernetes Service
+// address (10.96.0.1:443, put on lo) to the API server so that in-cluster
+// clients work unchanged. Stop deletes the workload controllers and drains
+// the node before it stops the components, and removes the address.
 package cluster
