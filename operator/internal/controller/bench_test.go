@@ -190,7 +190,10 @@ func BenchmarkQueueHandOff(b *testing.B) {
 		create(b, newTask(ns, n))
 	}
 	tasks.waitFor(b, "the limit's Tasks Running and the rest Queued", func() bool {
-		return tasks.phases[v1alpha1.TaskPhaseRunning] == handOffLimit && tasks.phases[v1alpha1.TaskPhaseQueued] == len(names)-handOffLimit
+		// A controller that breaks the limit never gets there; it is
+		// measured anyway, and reported as over-admitting.
+		return tasks.phases[v1alpha1.TaskPhaseRunning] == handOffLimit && tasks.phases[v1alpha1.TaskPhaseQueued] == len(names)-handOffLimit ||
+			tasks.maxRunning > handOffLimit
 	})
 	// From here on every Job completes as soon as it exists; the first
 	// ones complete together.
