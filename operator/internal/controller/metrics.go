@@ -23,6 +23,7 @@ var admissionLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 // taskCollector reports Tasks by phase and queue depth per Agent, read from
 // the cache at scrape time so the numbers are never stale counters.
 type taskCollector struct {
+	mu      sync.Mutex
 	reader  client.Reader
 	byPhase *prometheus.Desc
 	queue   *prometheus.Desc
@@ -70,12 +71,19 @@ func (c *taskCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-var registerOnce sync.Once
+var (
+	registerOnce sync.Once
+	collector    *taskCollector
+)
 
-// registerMetrics registers the metrics once per process (tests start
-// several managers in one process).
+// registerMetrics registers the metrics once per process and points them at
+// the newest manager's cache (tests start several managers in one process).
 func registerMetrics(reader client.Reader) {
 	registerOnce.Do(func() {
-		metrics.Registry.MustRegister(admissionLatency, newTaskCollector(reader))
+		collector = newTaskCollector(reader)
+		metrics.Registry.MustRegister(admissionLatency, collector)
 	})
+	collector.mu.Lock()
+	collector.reader = reader
+	collector.mu.Unlock()
 }

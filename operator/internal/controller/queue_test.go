@@ -62,6 +62,17 @@ func createInOrder(t testing.TB, ns string, n int) []string {
 	return names
 }
 
+// setLimit changes the default Agent's maxConcurrentTasks as a user would,
+// with a patch that does not race the controller's status writes.
+func setLimit(t testing.TB, ns string, limit *int32) {
+	t.Helper()
+	agent := &v1alpha1.Agent{}
+	require.NoError(t, k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "default"}, agent))
+	patch := client.MergeFrom(agent.DeepCopy())
+	agent.Spec.MaxConcurrentTasks = limit
+	require.NoError(t, k8s.Patch(context.Background(), agent, patch))
+}
+
 func TestMaxConcurrentTasksIsFIFOAndHandsOffAtOnce(t *testing.T) {
 	startController(t)
 	ns := namespace(t)
@@ -101,19 +112,14 @@ func TestMaxConcurrentTasksIsFIFOAndHandsOffAtOnce(t *testing.T) {
 	assert.Equal(t, 2, activeJobs(t, ns))
 
 	// Raising the limit takes effect at once.
-	agent := &v1alpha1.Agent{}
-	require.NoError(t, k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "default"}, agent))
-	agent.Spec.MaxConcurrentTasks = ptr.To[int32](3)
-	require.NoError(t, k8s.Update(context.Background(), agent))
+	setLimit(t, ns, ptr.To[int32](3))
 	waitPhase(t, ns, names[4], v1alpha1.TaskPhaseRunning)
 	time.Sleep(300 * time.Millisecond)
 	assert.Equal(t, v1alpha1.TaskPhaseQueued, getTask(t, ns, names[5]).Status.Phase)
 	assert.Equal(t, 3, activeJobs(t, ns))
 
 	// Removing it lets everything run.
-	require.NoError(t, k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "default"}, agent))
-	agent.Spec.MaxConcurrentTasks = nil
-	require.NoError(t, k8s.Update(context.Background(), agent))
+	setLimit(t, ns, nil)
 	waitPhase(t, ns, names[5], v1alpha1.TaskPhaseRunning)
 }
 
@@ -124,10 +130,7 @@ func TestLoweringTheLimitStopsAdmissions(t *testing.T) {
 	names := createInOrder(t, ns, 5)
 	eventually(t, 20*time.Second, "three running", func() bool { return len(tasksByPhase(t, ns)[v1alpha1.TaskPhaseRunning]) == 3 })
 
-	agent := &v1alpha1.Agent{}
-	require.NoError(t, k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "default"}, agent))
-	agent.Spec.MaxConcurrentTasks = ptr.To[int32](1)
-	require.NoError(t, k8s.Update(context.Background(), agent))
+	setLimit(t, ns, ptr.To[int32](1))
 
 	finishJob(t, ns, names[0], true, "")
 	finishJob(t, ns, names[1], true, "")

@@ -211,9 +211,11 @@ func (r *TaskReconciler) start(ctx context.Context, task *v1alpha1.Task) (reconc
 		return reconcile.Result{}, r.queue(ctx, task, agent, position)
 	}
 
-	if err := r.createOwned(ctx, task, out.ConfigMap); err != nil {
-		r.admission.release(task)
-		return r.createFailed(ctx, task, err)
+	if out.ConfigMap != nil {
+		if err := r.createOwned(ctx, task, out.ConfigMap); err != nil {
+			r.admission.release(task)
+			return r.createFailed(ctx, task, err)
+		}
 	}
 	if err := r.createOwned(ctx, task, out.Job); err != nil {
 		r.admission.release(task)

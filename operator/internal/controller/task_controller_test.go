@@ -38,10 +38,7 @@ func TestTaskRunsToCompletion(t *testing.T) {
 	job, ok := getJob(t, ns, "hello")
 	require.True(t, ok)
 	assert.True(t, metav1.IsControlledBy(job, task), "the Job belongs to the Task, so deleting the Task deletes it")
-	cm := &corev1.ConfigMap{}
-	require.NoError(t, k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "hello-context"}, cm))
-	assert.True(t, metav1.IsControlledBy(cm, task))
-	assert.Contains(t, cm.Data["f0"], "Do the thing.")
+	assert.Contains(t, job.Spec.Template.Annotations[jobbuilder.AnnotationContextPlan], "Do the thing.", "a small context travels inside the Job")
 
 	eventually(t, 10*time.Second, "Agent status to count the running Task", func() bool {
 		a := &v1alpha1.Agent{}
@@ -117,10 +114,24 @@ func TestConfigMapContexts(t *testing.T) {
 	cm.Data["guide.md"] = "Be kind."
 	require.NoError(t, k8s.Update(context.Background(), cm))
 	waitPhase(t, ns, "needs-guide", v1alpha1.TaskPhaseRunning)
-	ctx := &corev1.ConfigMap{}
-	require.NoError(t, k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "needs-guide-context"}, ctx))
-	assert.Contains(t, ctx.Data, "f0")
-	assert.Equal(t, "Be kind.", ctx.Data["f0"], "the ConfigMap's value is what context-init writes")
+	job, ok := getJob(t, ns, "needs-guide")
+	require.True(t, ok)
+	assert.Contains(t, job.Spec.Template.Annotations[jobbuilder.AnnotationContextPlan], `"content":"Be kind."`, "the ConfigMap's value is what context-init writes")
+}
+
+func TestLargeContextTravelsInAnOwnedConfigMap(t *testing.T) {
+	startController(t)
+	ns := namespace(t)
+	create(t, newAgent(ns, "default", nil))
+	task := newTask(ns, "large")
+	task.Spec.Contexts = []v1alpha1.ContextItem{{Type: v1alpha1.ContextTypeText, MountPath: "big.txt", Text: ptr.To(strings.Repeat("z", jobbuilder.MaxInlineContextBytes))}}
+	create(t, task)
+	got := waitPhase(t, ns, "large", v1alpha1.TaskPhaseRunning)
+	cm := &corev1.ConfigMap{}
+	require.NoError(t, k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "large-context"}, cm))
+	assert.True(t, metav1.IsControlledBy(cm, got), "deleting the Task deletes its context")
+	assert.True(t, *cm.Immutable)
+	assert.Contains(t, cm.Data, "context-plan.json")
 }
 
 func TestFailureReasons(t *testing.T) {

@@ -33,6 +33,13 @@ const TaskFileName = "task.md"
 // of the pod belongs to it, whatever UID the agent runs as.
 const InitUID int64 = 65532
 
+// MaxInlineContextBytes is the most text context that travels inside the
+// Job (a pod annotation; all of a pod's annotations share 256 KiB).
+const MaxInlineContextBytes = 64 * 1024
+
+// AnnotationContextPlan carries an inline context plan on the Job's pods.
+const AnnotationContextPlan = "kubeopencode.io/context-plan"
+
 // MaxContextBytes is the most context content one Task may carry: it travels
 // to context-init in one ConfigMap, whose size the API server caps at 1 MiB.
 // Some room is kept for the plan itself.
@@ -74,7 +81,9 @@ type Input struct {
 
 // Output is what Build produces.
 type Output struct {
-	Job       *batchv1.Job
+	Job *batchv1.Job
+	// ConfigMap carries the context to context-init when it is too large or
+	// not all text; nil when the context travels inside the Job.
 	ConfigMap *corev1.ConfigMap
 }
 
@@ -106,6 +115,8 @@ type builder struct {
 	outside bool
 	repos   bool
 	nfile   int
+	// inlinePlan is the plan JSON when it travels in the Job's pod annotation.
+	inlinePlan string
 }
 
 // Build returns the Job that runs the Task and the ConfigMap it reads its
@@ -154,12 +165,47 @@ func Build(in Input) (*Output, error) {
 			"Task %s/%s: its description and contexts add up to %d bytes, more than the %d one Task can carry: put large content in a Git repository and add it as a Git context",
 			task.Namespace, task.Name, b.size, MaxContextBytes)}
 	}
-	planJSON, err := json.Marshal(b.plan)
-	if err != nil {
+	if err := b.inlineSmallPlan(); err != nil {
 		return nil, err
 	}
-	b.cmData[contract.ContextPlanKey] = string(planJSON)
+	if b.inlinePlan == "" {
+		planJSON, err := json.Marshal(b.plan)
+		if err != nil {
+			return nil, err
+		}
+		b.cmData[contract.ContextPlanKey] = string(planJSON)
+	}
 	return b.assemble(credEnv, credEnvFrom)
+}
+
+// inlineSmallPlan puts a small, all-text context into the Job itself: the
+// plan, contents included, goes into a pod annotation that a downward API
+// volume hands to context-init. Most Tasks carry a few kilobytes of
+// context, and this saves the API server a ConfigMap per Task (a third of
+// the controller's writes) and takes one write off the path from a freed
+// slot to the next Job. Larger or binary contexts travel in a ConfigMap.
+func (b *builder) inlineSmallPlan() error {
+	if len(b.cmBin) > 0 || b.size > MaxInlineContextBytes {
+		return nil
+	}
+	inline := contract.ContextPlan{Version: b.plan.Version}
+	for _, e := range b.plan.Entries {
+		key := strings.TrimPrefix(e.Source, contract.ContextPlanDir+"/")
+		content := b.cmData[key]
+		e.Source = ""
+		e.Content = &content
+		inline.Entries = append(inline.Entries, e)
+	}
+	data, err := json.Marshal(inline)
+	if err != nil {
+		return err
+	}
+	if len(data) > MaxInlineContextBytes {
+		return nil
+	}
+	b.plan = inline
+	b.inlinePlan = string(data)
+	return nil
 }
 
 // addFile stores content in the Task-owned ConfigMap and asks context-init
@@ -455,10 +501,7 @@ func (b *builder) assemble(credEnv []corev1.EnvVar, credEnvFrom []corev1.EnvFrom
 
 	volumes := []corev1.Volume{
 		{Name: volWorkspace, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-		{Name: volPlan, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-			LocalObjectReference: corev1.LocalObjectReference{Name: cmName},
-			DefaultMode:          ptr.To[int32](0o444),
-		}}},
+		{Name: volPlan, VolumeSource: b.planVolume(cmName)},
 	}
 	ctxMounts := []corev1.VolumeMount{
 		{Name: volWorkspace, MountPath: contract.WorkspaceMount},
@@ -592,6 +635,10 @@ func (b *builder) assemble(credEnv []corev1.EnvVar, credEnvFrom []corev1.EnvFrom
 		job.Spec.ActiveDeadlineSeconds = ptr.To(secs)
 	}
 
+	if b.inlinePlan != "" {
+		job.Spec.Template.Annotations[AnnotationContextPlan] = b.inlinePlan
+		return &Output{Job: job}, nil
+	}
 	cm := &corev1.ConfigMap{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: metav1.ObjectMeta{
@@ -610,6 +657,24 @@ func (b *builder) assemble(credEnv []corev1.EnvVar, credEnvFrom []corev1.EnvFrom
 		cm.BinaryData = b.cmBin
 	}
 	return &Output{Job: job, ConfigMap: cm}, nil
+}
+
+// planVolume is where context-init finds its plan: the pod's own annotation
+// through the downward API, or the Task-owned ConfigMap.
+func (b *builder) planVolume(cmName string) corev1.VolumeSource {
+	if b.inlinePlan != "" {
+		return corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
+			DefaultMode: ptr.To[int32](0o444),
+			Items: []corev1.DownwardAPIVolumeFile{{
+				Path:     contract.ContextPlanKey,
+				FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['" + AnnotationContextPlan + "']"},
+			}},
+		}}
+	}
+	return corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: cmName},
+		DefaultMode:          ptr.To[int32](0o444),
+	}}
 }
 
 func sortMounts(m []corev1.VolumeMount) {

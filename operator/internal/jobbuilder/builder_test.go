@@ -28,9 +28,16 @@ func build(t *testing.T, in Input) *Output {
 	return out
 }
 
+// plan returns the plan context-init will read, from the Job's pod
+// annotation or from the Task-owned ConfigMap.
 func plan(t *testing.T, out *Output) contract.ContextPlan {
 	t.Helper()
-	p, err := contract.DecodeContextPlan([]byte(out.ConfigMap.Data[contract.ContextPlanKey]))
+	raw := out.Job.Spec.Template.Annotations[AnnotationContextPlan]
+	if out.ConfigMap != nil {
+		require.Empty(t, raw, "the plan travels one way only")
+		raw = out.ConfigMap.Data[contract.ContextPlanKey]
+	}
+	p, err := contract.DecodeContextPlan([]byte(raw))
 	require.NoError(t, err)
 	return *p
 }
@@ -42,6 +49,9 @@ func written(t *testing.T, out *Output, dest string) (string, int32, bool) {
 	for _, e := range plan(t, out).Entries {
 		if e.Path != dest {
 			continue
+		}
+		if e.Content != nil {
+			return *e.Content, e.Mode, true
 		}
 		key := strings.TrimPrefix(e.Source, contract.ContextPlanDir+"/")
 		if v, ok := out.ConfigMap.Data[key]; ok {
@@ -356,8 +366,6 @@ func TestJob(t *testing.T) {
 	assert.Equal(t, "fix-bug", job.Labels[LabelTask])
 	assert.Equal(t, "default", job.Labels[LabelAgent])
 	assert.Equal(t, corev1.RestartPolicyNever, job.Spec.Template.Spec.RestartPolicy)
-	assert.Equal(t, out.ConfigMap.OwnerReferences, job.OwnerReferences, "the context ConfigMap belongs to the Task too")
-	assert.True(t, *out.ConfigMap.Immutable)
 
 	noTimeout := build(t, input(makeTask("t").obj(), makeAgent().obj()))
 	assert.Nil(t, noTimeout.Job.Spec.ActiveDeadlineSeconds)
@@ -380,6 +388,48 @@ func TestJobNames(t *testing.T) {
 	}
 	assert.Equal(t, "short", JobName("short"))
 	assert.LessOrEqual(t, len(LabelValue(long)), 63)
+}
+
+// TestContextCarrier: a small, all-text context travels inside the Job (a
+// pod annotation context-init reads through the downward API); a larger or
+// binary one in an immutable ConfigMap the Task owns.
+func TestContextCarrier(t *testing.T) {
+	planVolume := func(out *Output) corev1.Volume {
+		for _, v := range out.Job.Spec.Template.Spec.Volumes {
+			if v.Name == "context-plan" {
+				return v
+			}
+		}
+		t.Fatal("no context-plan volume")
+		return corev1.Volume{}
+	}
+
+	small := build(t, input(makeTask("small").context(text("notes", "notes.md")).obj(), makeAgent().obj()))
+	assert.Nil(t, small.ConfigMap, "no extra object for a small Task")
+	v := planVolume(small)
+	require.NotNil(t, v.DownwardAPI)
+	assert.Equal(t, "metadata.annotations['"+AnnotationContextPlan+"']", v.DownwardAPI.Items[0].FieldRef.FieldPath)
+	assert.Equal(t, contract.ContextPlanKey, v.DownwardAPI.Items[0].Path, "context-init finds the plan at the usual path")
+	got, _, ok := written(t, small, "/kubeopencode/workspace/notes.md")
+	require.True(t, ok)
+	assert.Equal(t, "notes", got)
+
+	large := build(t, input(makeTask("large").context(text(strings.Repeat("y", MaxInlineContextBytes), "big.txt")).obj(), makeAgent().obj()))
+	require.NotNil(t, large.ConfigMap)
+	assert.Equal(t, "large-context", large.ConfigMap.Name)
+	assert.True(t, *large.ConfigMap.Immutable)
+	assert.Equal(t, large.ConfigMap.OwnerReferences, large.Job.OwnerReferences, "the context ConfigMap belongs to the Task too")
+	assert.Equal(t, "large-context", planVolume(large).ConfigMap.Name)
+	assert.NotContains(t, large.Job.Spec.Template.Annotations, AnnotationContextPlan)
+	got, _, ok = written(t, large, "/kubeopencode/workspace/big.txt")
+	require.True(t, ok)
+	assert.Len(t, got, MaxInlineContextBytes)
+
+	cm := configMap("assets", nil)
+	cm.BinaryData = map[string][]byte{"logo.png": {0x89, 'P', 'N', 'G', 0xff}}
+	binary := build(t, input(makeTask("binary").context(configMapCtx("assets", "logo.png", "logo.png")).obj(), makeAgent().obj(), cm))
+	require.NotNil(t, binary.ConfigMap, "binary content needs a ConfigMap's binaryData")
+	assert.Equal(t, cm.BinaryData["logo.png"], binary.ConfigMap.BinaryData["f0"])
 }
 
 func TestTooMuchContext(t *testing.T) {
