@@ -3,6 +3,7 @@ package realnode_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -91,13 +92,15 @@ func TestStop(t *testing.T) {
 }
 
 // TestTaskDeletion: deleting a running Task removes its Job, its pod (the
-// container is stopped) and its context ConfigMap.
+// container is stopped) and its context ConfigMap (a context too large to
+// travel inside the Job gets one).
 func TestTaskDeletion(t *testing.T) {
 	requireEnv(t)
 	t.Parallel()
 	ns := restrictedNamespace(t)
 	create(t, echoAgent(ns, "default", "sleep=10m"))
-	tk := task(ns, "deleteme", "", "Run until deleted.")
+	big := strings.Repeat("context line\n", 80*1024/13)
+	tk := task(ns, "deleteme", "", "Run until deleted.", v1alpha1.ContextItem{Type: v1alpha1.ContextTypeText, MountPath: "big.txt", Text: &big})
 	create(t, tk)
 	waitAgentStarted(t, tk)
 	tk = getTask(t, ns, "deleteme")
