@@ -52,6 +52,9 @@ type admission struct {
 type agentSlots struct {
 	mu       sync.Mutex
 	reserved map[types.UID]struct{}
+	// ended holds Tasks whose terminal status this process has written but
+	// the cache may not show yet: they hold no slot.
+	ended map[types.UID]struct{}
 }
 
 func newAdmission() *admission { return &admission{agents: map[string]*agentSlots{}} }
@@ -61,7 +64,7 @@ func (a *admission) slots(key string) *agentSlots {
 	defer a.mu.Unlock()
 	s := a.agents[key]
 	if s == nil {
-		s = &agentSlots{reserved: map[types.UID]struct{}{}}
+		s = &agentSlots{reserved: map[types.UID]struct{}{}, ended: map[types.UID]struct{}{}}
 		a.agents[key] = s
 	}
 	return s
@@ -92,7 +95,7 @@ func (q *queueState) position(task *v1alpha1.Task) int {
 }
 
 // state reads an Agent's queue from the cache.
-func state(ctx context.Context, c client.Reader, agentKey, namespace, agentName string, reserved map[types.UID]struct{}) (*queueState, error) {
+func state(ctx context.Context, c client.Reader, agentKey, namespace, agentName string, reserved, ended map[types.UID]struct{}) (*queueState, error) {
 	var tasks v1alpha1.TaskList
 	if err := c.List(ctx, &tasks, client.InNamespace(namespace), client.MatchingFields{indexTaskAgent: agentKey}, readOnly); err != nil {
 		return nil, err
@@ -114,6 +117,9 @@ func state(ctx context.Context, c client.Reader, agentKey, namespace, agentName 
 			q.holding[t.UID] = true
 		}
 		live[t.UID] = true
+		if _, done := ended[t.UID]; done {
+			continue
+		}
 		_, mine := reserved[t.UID]
 		if mine || t.Status.JobName != "" || t.Status.Phase == v1alpha1.TaskPhaseRunning {
 			q.holding[t.UID] = true
@@ -140,10 +146,16 @@ func state(ctx context.Context, c client.Reader, agentKey, namespace, agentName 
 			return nil, err
 		}
 	}
-	// Reservations of Tasks that ended or vanished free their slots.
+	// Reservations of Tasks that ended or vanished free their slots; ended
+	// Tasks the cache no longer shows open need no remembering.
 	for uid := range reserved {
 		if !live[uid] {
 			delete(reserved, uid)
+		}
+	}
+	for uid := range ended {
+		if !live[uid] {
+			delete(ended, uid)
 		}
 	}
 	return q, nil
@@ -176,7 +188,7 @@ func (a *admission) admit(ctx context.Context, c client.Reader, task *v1alpha1.T
 	if _, mine := s.reserved[task.UID]; mine {
 		return true, 0, nil
 	}
-	q, err := state(ctx, c, key, task.Namespace, task.AgentName(), s.reserved)
+	q, err := state(ctx, c, key, task.Namespace, task.AgentName(), s.reserved, s.ended)
 	if err != nil {
 		return false, 0, err
 	}
@@ -198,6 +210,14 @@ func (a *admission) release(task *v1alpha1.Task) {
 	s := a.slots(taskAgentKey(task))
 	s.mu.Lock()
 	delete(s.reserved, task.UID)
+	s.mu.Unlock()
+}
+
+// markEnded records that the Task's terminal status is written.
+func (a *admission) markEnded(task *v1alpha1.Task) {
+	s := a.slots(taskAgentKey(task))
+	s.mu.Lock()
+	s.ended[task.UID] = struct{}{}
 	s.mu.Unlock()
 }
 

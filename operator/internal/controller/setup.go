@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
 	"github.com/kubeopencode/kubeopencode/operator/internal/jobbuilder"
@@ -54,6 +55,7 @@ func IndexTasks(ctx context.Context, mgr ctrl.Manager) error {
 // SetupWithManager registers the Task controller. IndexTasks must have been called.
 func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 	r.admission = newAdmission()
+	r.kicks = make(chan event.GenericEvent, 1024)
 	if r.serviceAccounts == nil {
 		r.serviceAccounts = newServiceAccounts(r.APIReader)
 	}
@@ -114,6 +116,8 @@ func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 		Watches(&v1alpha1.KubeOpenCodeConfig{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return openTasks(ctx, c)
 		})).
+		// A Task that ends wakes the next in line directly (see ended).
+		WatchesRawSource(source.Channel(r.kicks, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(r)
 }

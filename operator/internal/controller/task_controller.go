@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
@@ -63,6 +64,7 @@ type TaskReconciler struct {
 	StartupTimeout time.Duration
 
 	admission       *admission
+	kicks           chan event.GenericEvent
 	serviceAccounts *serviceAccounts
 	firstSeen       sync.Map // types.UID -> time.Time, for the admission latency metric
 	// started remembers the Jobs this process created (types.UID ->
@@ -132,6 +134,35 @@ func (r *TaskReconciler) reconcile(ctx context.Context, req reconcile.Request) (
 type startedJob struct {
 	job, agent string
 	images     v1alpha1.TaskImages
+}
+
+// ended is called once the Task's terminal status is written: its slot goes
+// to the next Task at once, without waiting for the cache to show the
+// write (the API server already holds it, so the limit still holds).
+func (r *TaskReconciler) ended(ctx context.Context, task *v1alpha1.Task) {
+	r.forget(task)
+	r.admission.markEnded(task)
+	for _, nn := range nextInQueue(ctx, r.Client, task.Namespace, task.AgentName(), r.queueKickSize(ctx, task)) {
+		t := &v1alpha1.Task{}
+		t.Namespace, t.Name = nn.Namespace, nn.Name
+		select {
+		case r.kicks <- event.GenericEvent{Object: t}:
+		default:
+			// The Task watch kicks the queue too, once the cache catches up.
+		}
+	}
+}
+
+// queueKickSize is how many queued Tasks a freed slot wakes.
+func (r *TaskReconciler) queueKickSize(ctx context.Context, task *v1alpha1.Task) int {
+	agent := &v1alpha1.Agent{}
+	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: task.Namespace, Name: task.AgentName()}, agent, readOnly); err != nil {
+		return 0
+	}
+	if agent.Spec.MaxConcurrentTasks == nil || *agent.Spec.MaxConcurrentTasks <= 0 {
+		return 0 // no limit: nobody waits
+	}
+	return int(*agent.Spec.MaxConcurrentTasks)
 }
 
 // forget drops what this process remembers about a Task that ended or went away.
@@ -444,7 +475,7 @@ func (r *TaskReconciler) stop(ctx context.Context, task *v1alpha1.Task) error {
 	if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
 		return err
 	}
-	r.forget(task)
+	r.ended(ctx, task)
 	r.Recorder.Eventf(task, nil, corev1.EventTypeNormal, v1alpha1.ReasonUserStopped, "Stop", "Task stopped")
 	return nil
 }
@@ -462,7 +493,7 @@ func (r *TaskReconciler) finish(ctx context.Context, task *v1alpha1.Task, o outc
 	if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
 		return err
 	}
-	r.forget(task)
+	r.ended(ctx, task)
 	typ := corev1.EventTypeNormal
 	if !o.succeeded {
 		typ = corev1.EventTypeWarning
@@ -484,7 +515,7 @@ func (r *TaskReconciler) fail(ctx context.Context, task *v1alpha1.Task, condType
 	if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
 		return err
 	}
-	r.forget(task)
+	r.ended(ctx, task)
 	r.Recorder.Eventf(task, nil, corev1.EventTypeWarning, reason, "Fail", "%s", message)
 	return nil
 }
