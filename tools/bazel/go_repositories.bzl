@@ -38,10 +38,6 @@ def go_repositories():
         importpath = "github.com/Microsoft/go-winio",
     )
     go_repository(
-        name = "com_github_nytimes_gziphandler",
-        importpath = "github.com/NYTimes/gziphandler",
-    )
-    go_repository(
         name = "com_github_protonmail_go_crypto",
         importpath = "github.com/ProtonMail/go-crypto",
     )
@@ -58,28 +54,12 @@ def go_repositories():
         importpath = "github.com/beorn7/perks",
     )
     go_repository(
-        name = "com_github_blang_semver_v4",
-        importpath = "github.com/blang/semver/v4",
-    )
-    go_repository(
-        name = "com_github_cenkalti_backoff_v5",
-        importpath = "github.com/cenkalti/backoff/v5",
-    )
-    go_repository(
         name = "com_github_cespare_xxhash_v2",
         importpath = "github.com/cespare/xxhash/v2",
     )
     go_repository(
         name = "com_github_cloudflare_circl",
         importpath = "github.com/cloudflare/circl",
-    )
-    go_repository(
-        name = "com_github_coreos_go_semver",
-        importpath = "github.com/coreos/go-semver",
-    )
-    go_repository(
-        name = "com_github_coreos_go_systemd_v22",
-        importpath = "github.com/coreos/go-systemd/v22",
     )
     go_repository(
         name = "com_github_cyphar_filepath_securejoin",
@@ -110,10 +90,6 @@ def go_repositories():
         importpath = "github.com/evanphx/json-patch/v5",
     )
     go_repository(
-        name = "com_github_felixge_httpsnoop",
-        importpath = "github.com/felixge/httpsnoop",
-    )
-    go_repository(
         name = "com_github_fsnotify_fsnotify",
         importpath = "github.com/fsnotify/fsnotify",
     )
@@ -136,10 +112,6 @@ def go_repositories():
     go_repository(
         name = "com_github_go_logr_logr",
         importpath = "github.com/go-logr/logr",
-    )
-    go_repository(
-        name = "com_github_go_logr_stdr",
-        importpath = "github.com/go-logr/stdr",
     )
     go_repository(
         name = "com_github_go_logr_zapr",
@@ -206,10 +178,6 @@ def go_repositories():
         importpath = "github.com/golang/groupcache",
     )
     go_repository(
-        name = "com_github_golang_protobuf",
-        importpath = "github.com/golang/protobuf",
-    )
-    go_repository(
         name = "com_github_google_cel_go",
         importpath = "github.com/google/cel-go",
     )
@@ -230,28 +198,8 @@ def go_repositories():
         importpath = "github.com/google/uuid",
     )
     go_repository(
-        name = "com_github_gorilla_websocket",
-        importpath = "github.com/gorilla/websocket",
-    )
-    go_repository(
-        name = "com_github_grpc_ecosystem_go_grpc_middleware_providers_prometheus",
-        importpath = "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus",
-    )
-    go_repository(
-        name = "com_github_grpc_ecosystem_go_grpc_middleware_v2",
-        importpath = "github.com/grpc-ecosystem/go-grpc-middleware/v2",
-    )
-    go_repository(
-        name = "com_github_grpc_ecosystem_grpc_gateway_v2",
-        importpath = "github.com/grpc-ecosystem/grpc-gateway/v2",
-    )
-    go_repository(
         name = "com_github_huandu_xstrings",
         importpath = "github.com/huandu/xstrings",
-    )
-    go_repository(
-        name = "com_github_inconshreveable_mousetrap",
-        importpath = "github.com/inconshreveable/mousetrap",
     )
     go_repository(
         name = "com_github_jbenet_go_context",
@@ -270,20 +218,12 @@ def go_repositories():
         importpath = "github.com/klauspost/compress",
     )
     go_repository(
-        name = "com_github_kylelemons_godebug",
-        importpath = "github.com/kylelemons/godebug",
-    )
-    go_repository(
         name = "com_github_mitchellh_copystructure",
         importpath = "github.com/mitchellh/copystructure",
     )
     go_repository(
         name = "com_github_mitchellh_reflectwalk",
         importpath = "github.com/mitchellh/reflectwalk",
-    )
-    go_repository(
-        name = "com_github_moby_spdystream",
-        importpath = "github.com/moby/spdystream",
     )
     go_repository(
         name = "com_github_modern_go_concurrent",
@@ -296,10 +236,6 @@ def go_repositories():
     go_repository(
         name = "com_github_munnerz_goautoneg",
         importpath = "github.com/munnerz/goautoneg",
-    )
-    go_repository(
-        name = "com_github_mxk_go_flowrate",
-        importpath = "github.com/mxk/go-flowrate",
     )
     go_repository(
         name = "com_github_opencontainers_go_digest",
@@ -358,10 +294,6 @@ def go_repositories():
         importpath = "github.com/spf13/cast",
     )
     go_repository(
-        name = "com_github_spf13_cobra",
-        importpath = "github.com/spf13/cobra",
-    )
-    go_repository(
         name = "com_github_spf13_pflag",
         importpath = "github.com/spf13/pflag",
     )
@@ -392,58 +324,6 @@ def go_repositories():
     go_repository(
         name = "com_github_xanzy_ssh_agent",
         importpath = "github.com/xanzy/ssh-agent",
-    )
-    go_repository(
-        name = "io_etcd_go_etcd_api_v3",
-        importpath = "go.etcd.io/etcd/api/v3",
-    )
-    go_repository(
-        name = "io_etcd_go_etcd_client_pkg_v3",
-        importpath = "go.etcd.io/etcd/client/pkg/v3",
-    )
-    go_repository(
-        name = "io_etcd_go_etcd_client_v3",
-        importpath = "go.etcd.io/etcd/client/v3",
-    )
-    go_repository(
-        name = "io_opentelemetry_go_auto_sdk",
-        importpath = "go.opentelemetry.io/auto/sdk",
-    )
-    go_repository(
-        name = "io_opentelemetry_go_contrib_instrumentation_google_golang_org_grpc_otelgrpc",
-        importpath = "go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc",
-    )
-    go_repository(
-        name = "io_opentelemetry_go_contrib_instrumentation_net_http_otelhttp",
-        importpath = "go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp",
-    )
-    go_repository(
-        name = "io_opentelemetry_go_otel",
-        importpath = "go.opentelemetry.io/otel",
-    )
-    go_repository(
-        name = "io_opentelemetry_go_otel_exporters_otlp_otlptrace",
-        importpath = "go.opentelemetry.io/otel/exporters/otlp/otlptrace",
-    )
-    go_repository(
-        name = "io_opentelemetry_go_otel_exporters_otlp_otlptrace_otlptracegrpc",
-        importpath = "go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc",
-    )
-    go_repository(
-        name = "io_opentelemetry_go_otel_metric",
-        importpath = "go.opentelemetry.io/otel/metric",
-    )
-    go_repository(
-        name = "io_opentelemetry_go_otel_sdk",
-        importpath = "go.opentelemetry.io/otel/sdk",
-    )
-    go_repository(
-        name = "io_opentelemetry_go_otel_trace",
-        importpath = "go.opentelemetry.io/otel/trace",
-    )
-    go_repository(
-        name = "io_opentelemetry_go_proto_otlp",
-        importpath = "go.opentelemetry.io/proto/otlp",
     )
     go_repository(
         name = "org_uber_go_multierr",
@@ -514,10 +394,6 @@ def go_repositories():
         importpath = "google.golang.org/genproto/googleapis/rpc",
     )
     go_repository(
-        name = "org_golang_google_grpc",
-        importpath = "google.golang.org/grpc",
-    )
-    go_repository(
         name = "org_golang_google_protobuf",
         importpath = "google.golang.org/protobuf",
     )
@@ -530,12 +406,12 @@ def go_repositories():
         importpath = "gopkg.in/inf.v0",
     )
     go_repository(
-        name = "in_gopkg_natefinch_lumberjack_v2",
-        importpath = "gopkg.in/natefinch/lumberjack.v2",
-    )
-    go_repository(
         name = "in_gopkg_warnings_v0",
         importpath = "gopkg.in/warnings.v0",
+    )
+    go_repository(
+        name = "tools_gotest_v3",
+        importpath = "gotest.tools/v3",
     )
     go_repository(
         name = "io_k8s_api",
@@ -550,40 +426,20 @@ def go_repositories():
         importpath = "k8s.io/apimachinery",
     )
     go_repository(
-        name = "io_k8s_apiserver",
-        importpath = "k8s.io/apiserver",
-    )
-    go_repository(
         name = "io_k8s_client_go",
         importpath = "k8s.io/client-go",
-    )
-    go_repository(
-        name = "io_k8s_component_base",
-        importpath = "k8s.io/component-base",
     )
     go_repository(
         name = "io_k8s_klog_v2",
         importpath = "k8s.io/klog/v2",
     )
     go_repository(
-        name = "io_k8s_kms",
-        importpath = "k8s.io/kms",
-    )
-    go_repository(
         name = "io_k8s_kube_openapi",
         importpath = "k8s.io/kube-openapi",
     )
     go_repository(
-        name = "io_k8s_streaming",
-        importpath = "k8s.io/streaming",
-    )
-    go_repository(
         name = "io_k8s_utils",
         importpath = "k8s.io/utils",
-    )
-    go_repository(
-        name = "io_k8s_sigs_apiserver_network_proxy_konnectivity_client",
-        importpath = "sigs.k8s.io/apiserver-network-proxy/konnectivity-client",
     )
     go_repository(
         name = "io_k8s_sigs_controller_runtime",
