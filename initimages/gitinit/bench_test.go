@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kubeopencode/kubeopencode/api/contract"
-	"github.com/kubeopencode/kubeopencode/initimages/internal/gittest"
+	"github.com/kubeopencode/kubeopencode/internal/gittest"
 )
 
 // benchRepoSpec describes a generated repository: files of random bytes

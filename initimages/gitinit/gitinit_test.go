@@ -21,7 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/kubeopencode/kubeopencode/api/contract"
-	"github.com/kubeopencode/kubeopencode/initimages/internal/gittest"
+	"github.com/kubeopencode/kubeopencode/internal/gittest"
 )
 
 // harness runs plans against a workspace root in a temporary directory.
@@ -298,7 +298,7 @@ func assertNoSecret(t *testing.T, dest, secret, output string, res contract.Resu
 
 func TestSSH(t *testing.T) {
 	repo := gittest.NewRepo(t, gittest.RepoOptions{})
-	srv := gittest.NewSSHServer(t, repo.Root)
+	srv := gittest.NewSSHServer(t, repo.Root, gittest.SSHOptions{})
 	sshURL := "ssh://git@" + srv.Addr + "/repo.git"
 	scpURL := "git@127.0.0.1:" + srv.Port() + ":repo.git"
 
@@ -369,7 +369,7 @@ func TestSSH(t *testing.T) {
 
 func TestUnreachableHostGivesUpWithinBudget(t *testing.T) {
 	repo := gittest.NewRepo(t, gittest.RepoOptions{})
-	srv := gittest.NewSSHServer(t, repo.Root)
+	srv := gittest.NewSSHServer(t, repo.Root, gittest.SSHOptions{})
 	closed := gittest.ClosedPort(t)
 	for _, url := range []string{"http://" + closed + "/repo.git", "ssh://git@" + closed + "/repo.git"} {
 		t.Run(url, func(t *testing.T) {

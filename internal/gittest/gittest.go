@@ -1,6 +1,12 @@
 // Package gittest starts real Git servers for tests: git's own smart-HTTP
 // backend behind net/http/cgi and an SSH server that runs git upload-pack.
 // Unlike the init binaries, test code may run the git executable.
+//
+// The servers listen on 127.0.0.1 unless told another host: the end-to-end
+// suites serve pods, which reach the host only on the pod bridge's address.
+// The New* constructors take a testing.TB and clean up after it; the
+// Start* ones return errors and leave closing to the caller, for set-up
+// code that runs outside a test (TestMain).
 package gittest
 
 import (
@@ -8,6 +14,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -19,6 +26,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -41,18 +49,37 @@ func Env(home string) []string {
 // Git runs git in dir and returns its trimmed stdout.
 func Git(tb testing.TB, dir string, args ...string) string {
 	tb.Helper()
+	out, err := RunGit(dir, args...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// RunGit runs git in dir with Env and returns its trimmed stdout; the error
+// carries git's stderr.
+func RunGit(dir string, args ...string) (string, error) {
 	cmd := exec.Command("git", args...)
 	cmd.Dir = dir
 	cmd.Env = Env(dir)
 	out, err := cmd.Output()
 	if err != nil {
 		stderr := ""
-		if ee, ok := err.(*exec.ExitError); ok {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
 			stderr = string(ee.Stderr)
 		}
-		tb.Fatalf("git %s in %s: %v: %s", strings.Join(args, " "), dir, err, stderr)
+		return "", fmt.Errorf("git %s in %s: %v: %s", strings.Join(args, " "), dir, err, stderr)
 	}
-	return strings.TrimSpace(string(out))
+	return strings.TrimSpace(string(out)), nil
+}
+
+// listenHost is host, or 127.0.0.1 when empty.
+func listenHost(host string) string {
+	if host == "" {
+		return "127.0.0.1"
+	}
+	return host
 }
 
 // Repo is a bare repository under a server root with a known history.
@@ -141,18 +168,20 @@ func NewRepo(tb testing.TB, opts RepoOptions) *Repo {
 
 // HTTPOptions configure an HTTP server.
 type HTTPOptions struct {
+	// Host is the address to listen on; 127.0.0.1 when empty.
+	Host string
 	// Username and Password, when set, are required as basic auth.
 	Username, Password string
 	// AllowReachableSHA1 lets clients fetch any reachable commit by SHA.
 	AllowReachableSHA1 bool
 	// FailFirst answers that many requests with 503 before serving.
 	FailFirst int32
-	// TLS serves HTTPS with a self-signed certificate for 127.0.0.1; see
-	// HTTPServer.CertFile.
+	// TLS serves HTTPS with a self-signed certificate, valid for 127.0.0.1
+	// only; see HTTPServer.CertFile.
 	TLS bool
 }
 
-// HTTPServer is git http-backend served over HTTP on 127.0.0.1.
+// HTTPServer is git http-backend served over HTTP.
 type HTTPServer struct {
 	*httptest.Server
 	Requests atomic.Int32
@@ -160,11 +189,37 @@ type HTTPServer struct {
 	CertFile string
 }
 
-// NewHTTPServer serves every repository below root.
+// NewHTTPServer serves every repository below root until the test ends.
 func NewHTTPServer(tb testing.TB, root string, opts HTTPOptions) *HTTPServer {
 	tb.Helper()
-	gitPath, err := exec.LookPath("git")
+	if opts.TLS {
+		// The certificate lands in the test's temporary directory, which
+		// outlives the server.
+		s, err := startHTTPServer(root, opts, tb.TempDir())
+		require.NoError(tb, err)
+		tb.Cleanup(s.Close)
+		return s
+	}
+	s, err := StartHTTPServer(root, opts)
 	require.NoError(tb, err)
+	tb.Cleanup(s.Close)
+	return s
+}
+
+// StartHTTPServer serves every repository below root until Close. TLS
+// needs NewHTTPServer, which has a place for the certificate file.
+func StartHTTPServer(root string, opts HTTPOptions) (*HTTPServer, error) {
+	if opts.TLS {
+		return nil, errors.New("gittest: a TLS server needs NewHTTPServer")
+	}
+	return startHTTPServer(root, opts, "")
+}
+
+func startHTTPServer(root string, opts HTTPOptions, certDir string) (*HTTPServer, error) {
+	gitPath, err := exec.LookPath("git")
+	if err != nil {
+		return nil, err
+	}
 	env := []string{
 		"GIT_PROJECT_ROOT=" + root,
 		"GIT_HTTP_EXPORT_ALL=1",
@@ -199,17 +254,23 @@ func NewHTTPServer(tb testing.TB, root string, opts HTTPOptions) *HTTPServer {
 		}
 		backend.ServeHTTP(w, r)
 	})
-	if !opts.TLS {
-		s.Server = httptest.NewServer(handler)
-		tb.Cleanup(s.Close)
-		return s
+	ln, err := net.Listen("tcp", net.JoinHostPort(listenHost(opts.Host), "0"))
+	if err != nil {
+		return nil, err
 	}
-	s.Server = httptest.NewTLSServer(handler)
-	tb.Cleanup(s.Close)
-	s.CertFile = filepath.Join(tb.TempDir(), "server.pem")
+	s.Server = &httptest.Server{Listener: ln, Config: &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}}
+	if !opts.TLS {
+		s.Start()
+		return s, nil
+	}
+	s.StartTLS()
+	s.CertFile = filepath.Join(certDir, "server.pem")
 	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw})
-	require.NoError(tb, os.WriteFile(s.CertFile, cert, 0o644))
-	return s
+	if err := os.WriteFile(s.CertFile, cert, 0o644); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 // ClosedPort returns a 127.0.0.1 address nothing listens on.

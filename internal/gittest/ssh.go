@@ -19,8 +19,13 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 )
 
-// SSHServer serves git upload-pack over SSH on 127.0.0.1 for one
-// authorized key.
+// SSHOptions configure an SSH server.
+type SSHOptions struct {
+	// Host is the address to listen on; 127.0.0.1 when empty.
+	Host string
+}
+
+// SSHServer serves git upload-pack over SSH for one authorized key.
 type SSHServer struct {
 	Addr    string        // host:port
 	HostKey ssh.PublicKey // the server's host key
@@ -32,19 +37,37 @@ type SSHServer struct {
 	wg       sync.WaitGroup
 }
 
-// NewSSHServer serves the repositories below root.
-func NewSSHServer(tb testing.TB, root string) *SSHServer {
+// NewSSHServer serves the repositories below root until the test ends.
+func NewSSHServer(tb testing.TB, root string, opts SSHOptions) *SSHServer {
 	tb.Helper()
+	s, err := StartSSHServer(root, opts)
+	require.NoError(tb, err)
+	tb.Cleanup(s.Close)
+	return s
+}
+
+// StartSSHServer serves the repositories below root until Close.
+func StartSSHServer(root string, opts SSHOptions) (*SSHServer, error) {
 	_, hostPriv, err := ed25519.GenerateKey(rand.Reader)
-	require.NoError(tb, err)
+	if err != nil {
+		return nil, err
+	}
 	hostSigner, err := ssh.NewSignerFromKey(hostPriv)
-	require.NoError(tb, err)
+	if err != nil {
+		return nil, err
+	}
 	clientPub, clientPriv, err := ed25519.GenerateKey(rand.Reader)
-	require.NoError(tb, err)
+	if err != nil {
+		return nil, err
+	}
 	block, err := ssh.MarshalPrivateKey(clientPriv, "")
-	require.NoError(tb, err)
+	if err != nil {
+		return nil, err
+	}
 	allowed, err := ssh.NewPublicKey(clientPub)
-	require.NoError(tb, err)
+	if err != nil {
+		return nil, err
+	}
 
 	cfg := &ssh.ServerConfig{
 		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
@@ -55,8 +78,10 @@ func NewSSHServer(tb testing.TB, root string) *SSHServer {
 		},
 	}
 	cfg.AddHostKey(hostSigner)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(tb, err)
+	l, err := net.Listen("tcp", net.JoinHostPort(listenHost(opts.Host), "0"))
+	if err != nil {
+		return nil, err
+	}
 	s := &SSHServer{
 		Addr:         l.Addr().String(),
 		HostKey:      hostSigner.PublicKey(),
@@ -79,10 +104,17 @@ func NewSSHServer(tb testing.TB, root string) *SSHServer {
 			}()
 		}
 	}()
-	tb.Cleanup(func() {
-		l.Close()
-	})
-	return s
+	return s, nil
+}
+
+// Close stops accepting connections; sessions under way run to their end.
+func (s *SSHServer) Close() {
+	s.listener.Close()
+}
+
+// URL is the ssh:// URL of the repository at path name below the root.
+func (s *SSHServer) URL(name string) string {
+	return "ssh://git@" + s.Addr + "/" + name
 }
 
 // KnownHostsLine is the known_hosts entry for this server.

@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kubeopencode/kubeopencode/api/contract"
-	"github.com/kubeopencode/kubeopencode/initimages/internal/gittest"
 	"github.com/kubeopencode/kubeopencode/initimages/internal/proctest"
+	"github.com/kubeopencode/kubeopencode/internal/gittest"
 )
 
 // TestBinary runs the statically built git-init as the pod would.
