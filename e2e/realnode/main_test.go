@@ -19,6 +19,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +35,8 @@ import (
 
 	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
 	"github.com/kubeopencode/kubeopencode/tools/cluster"
+	"github.com/kubeopencode/kubeopencode/tools/deploy"
+	"github.com/kubeopencode/kubeopencode/tools/images"
 )
 
 // env is what TestMain set up for the tests.
@@ -93,12 +96,17 @@ func run(m *testing.M) (code int) {
 		return fail("the suite needs git", errors.New("apt-get install -y git"))
 	}
 
-	reg, err := serveRegistry()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		return fail("finding the module root", err)
+	}
+	reg, err := deploy.ServeRegistry()
 	if err != nil {
 		return fail("serving the image registry", err)
 	}
 	defer reg.Close()
-	step("registry at %s", reg.host)
+	step("registry at %s", reg.Host)
+	prefix := reg.Host + "/kubeopencode"
 
 	// The images build while the cluster starts; both take a while.
 	type buildResult struct {
@@ -107,7 +115,8 @@ func run(m *testing.M) (code int) {
 	}
 	built := make(chan buildResult, 1)
 	go func() {
-		refs, err := buildAndPushImages(ctx, reg.host+"/kubeopencode")
+		// The real node is this machine; containerd picks the amd64 image.
+		refs, err := deploy.BuildAndPush(ctx, root, prefix, images.Platform{OS: "linux", Arch: "amd64"}, append(append([]images.Image(nil), images.All...), deploy.EchoAgentImage), io.Discard)
 		built <- buildResult{refs, err}
 	}()
 
@@ -139,10 +148,13 @@ func run(m *testing.M) (code int) {
 		return fail("building the images", b.err)
 	}
 	env.images = b.refs
-	env.echoImage = b.refs[echoImageName]
+	env.echoImage = b.refs[deploy.EchoAgentImage.Name]
 	step("images built and pushed")
 
-	if err := deployController(ctx, env.k8s, reg.host+"/kubeopencode", b.refs); err != nil {
+	if err := deploy.InstallCRDs(ctx, env.k8s, filepath.Join(root, "manifests", "crd")); err != nil {
+		return fail("installing the CRDs", err)
+	}
+	if err := deploy.DeployController(ctx, env.k8s, root, deploy.Renderer(prefix, b.refs), io.Discard); err != nil {
 		logControllerPod(env.cs)
 		return fail("deploying the controller", err)
 	}

@@ -22,38 +22,28 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"log"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/registry"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -61,7 +51,7 @@ import (
 
 	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
 	"github.com/kubeopencode/kubeopencode/tools/cluster"
-	"github.com/kubeopencode/kubeopencode/tools/imagebuilder"
+	"github.com/kubeopencode/kubeopencode/tools/deploy"
 	"github.com/kubeopencode/kubeopencode/tools/images"
 	"github.com/kubeopencode/kubeopencode/tools/render"
 )
@@ -131,31 +121,27 @@ func run(ctx context.Context, o options) error {
 	}
 
 	say("Serving an image registry on 127.0.0.1 (in this process)")
-	regHost, err := serveRegistry()
+	reg, err := deploy.ServeRegistry()
 	if err != nil {
 		return err
 	}
-	prefix := regHost + "/kubeopencode"
+	defer reg.Close()
+	prefix := reg.Host + "/kubeopencode"
 
 	imgs := images.All
 	if onRealNode {
-		imgs = append(append([]images.Image(nil), images.All...), echoAgentImage)
+		imgs = append(append([]images.Image(nil), images.All...), deploy.EchoAgentImage)
 	}
 	var names []string
 	for _, img := range imgs {
 		names = append(names, img.Name)
 	}
 	say("Building the %s images for linux/%s", strings.Join(names, ", "), runtime.GOARCH)
-	refs, err := buildImages(ctx, root, prefix, imgs)
+	refs, err := deploy.BuildAndPush(ctx, root, prefix, images.Platform{OS: "linux", Arch: runtime.GOARCH}, imgs, os.Stdout)
 	if err != nil {
 		return err
 	}
-	digests := map[string]string{}
-	for name, ref := range refs {
-		_, d, _ := strings.Cut(ref, "@")
-		digests[name] = d
-	}
-	r := render.Renderer{Repository: prefix, Digests: digests}
+	r := deploy.Renderer(prefix, refs)
 
 	if onRealNode {
 		say("Starting a local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, a kubelet with containerd) in %s", dir)
@@ -185,7 +171,7 @@ func run(ctx context.Context, o options) error {
 	}
 
 	say("Installing the CRDs")
-	if err := installCRDs(ctx, c, filepath.Join(root, "manifests", "crd")); err != nil {
+	if err := deploy.InstallCRDs(ctx, c, filepath.Join(root, "manifests", "crd")); err != nil {
 		return err
 	}
 
@@ -260,11 +246,11 @@ const quickstartNamespace = "quickstart"
 // enforces the restricted Pod Security Standard.
 func runOnRealNode(ctx context.Context, c client.Client, cl *cluster.Cluster, root string, r render.Renderer, refs map[string]string) (*v1alpha1.Task, error) {
 	say("Deploying the controller from its image (manifests/rbac and manifests/controller, rendered)")
-	if err := deployController(ctx, c, root, r); err != nil {
-		logControllerPods(ctx, c, cl)
+	if err := deploy.DeployController(ctx, c, root, r, os.Stdout); err != nil {
+		logControllerPods(ctx, cl)
 		return nil, err
 	}
-	fmt.Printf("    %s/%s rolled out; it reaches the API server at the kubernetes Service address %s\n", controllerNamespace, controllerDeployment, cl.APIServiceAddress)
+	fmt.Printf("    %s/%s rolled out; it reaches the API server at the kubernetes Service address %s\n", deploy.ControllerNamespace, deploy.ControllerDeployment, cl.APIServiceAddress)
 
 	say("Applying the sample Agent with the echo agent as its image, and a Task, in namespace %s (Pod Security: restricted)", quickstartNamespace)
 	for _, obj := range []client.Object{
@@ -281,7 +267,7 @@ func runOnRealNode(ctx context.Context, c client.Client, cl *cluster.Cluster, ro
 			return nil, fmt.Errorf("creating %T %s: %w", obj, obj.GetName(), err)
 		}
 	}
-	agent, err := echoSampleAgent(filepath.Join(root, "manifests", "samples", "agent.yaml"), refs[echoAgentImage.Name])
+	agent, err := echoSampleAgent(filepath.Join(root, "manifests", "samples", "agent.yaml"), refs[deploy.EchoAgentImage.Name])
 	if err != nil {
 		return nil, err
 	}
@@ -294,7 +280,7 @@ func runOnRealNode(ctx context.Context, c client.Client, cl *cluster.Cluster, ro
 		if final != nil {
 			printAgentOutput(ctx, c, cl, final)
 		}
-		logControllerPods(ctx, c, cl)
+		logControllerPods(ctx, cl)
 		return nil, err
 	}
 	printAgentOutput(ctx, c, cl, final)
@@ -315,59 +301,6 @@ func moduleRoot() (string, error) {
 	return filepath.Dir(mod), nil
 }
 
-func serveRegistry() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0))), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	return ln.Addr().String(), nil
-}
-
-// echoAgentImage stands in for a real agent on the real node: it prints the
-// workspace it was given. It is built like the product images (same base,
-// user 65532, one static binary).
-var echoAgentImage = images.Image{
-	Name:        "echo-agent",
-	MainPackage: images.Module + "/e2e/echoagent",
-	Description: "KubeOpenCode quickstart: an agent that prints what it was given",
-}
-
-// buildImages builds imgs and pushes them under prefix; it returns each
-// image's reference pinned by digest.
-func buildImages(ctx context.Context, root, prefix string, imgs []images.Image) (map[string]string, error) {
-	b := &imagebuilder.Builder{
-		ModuleDir: root,
-		Version:   imagebuilder.GitVersion(ctx, root),
-		Revision:  imagebuilder.GitRevision(ctx, root),
-		Platforms: []images.Platform{{OS: "linux", Arch: runtime.GOARCH}},
-	}
-	var err error
-	if b.Epoch, err = imagebuilder.SourceDateEpoch(ctx, root); err != nil {
-		return nil, err
-	}
-	zip, err := b.ZoneInfoZip(ctx)
-	if err != nil {
-		return nil, err
-	}
-	b.Base = &imagebuilder.BuiltBase{Epoch: b.Epoch, ZoneInfoZip: zip}
-	refs := map[string]string{}
-	for _, img := range imgs {
-		built, err := b.Build(ctx, img)
-		if err != nil {
-			return nil, err
-		}
-		ref, err := imagebuilder.Push(ctx, img.Repository(prefix), built, nil, nil)
-		if err != nil {
-			return nil, fmt.Errorf("pushing %s: %w", img.Name, err)
-		}
-		refs[img.Name] = ref
-		fmt.Printf("    %s\n", ref)
-	}
-	return refs, nil
-}
-
 var argRE = regexp.MustCompile(`(?m)^\s*- (--(?:git-init|context-init)-image=\S+)$`)
 
 // controllerArgs takes the init-image flags from the rendered Deployment, so
@@ -378,44 +311,6 @@ func controllerArgs(deployment []byte) []string {
 		args = append(args, string(m[1]))
 	}
 	return args
-}
-
-func installCRDs(ctx context.Context, c client.Client, dir string) error {
-	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
-	if err != nil {
-		return err
-	}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		u := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal(data, &u.Object); err != nil {
-			return err
-		}
-		if err := c.Create(ctx, u); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("installing %s: %w", f, err)
-		}
-		if err := waitUntil(ctx, time.Minute, func() (bool, error) {
-			got := &unstructured.Unstructured{}
-			got.SetGroupVersionKind(schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"})
-			if err := c.Get(ctx, types.NamespacedName{Name: u.GetName()}, got); err != nil {
-				return false, err
-			}
-			conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
-			for _, cond := range conds {
-				m := cond.(map[string]any)
-				if m["type"] == "Established" && m["status"] == "True" {
-					return true, nil
-				}
-			}
-			return false, nil
-		}); err != nil {
-			return fmt.Errorf("CRD %s not established: %w", u.GetName(), err)
-		}
-	}
-	return nil
 }
 
 func startController(ctx context.Context, root, dir, kubeconfig string, imageArgs []string) (*exec.Cmd, error) {
@@ -540,68 +435,6 @@ func waitUntil(ctx context.Context, timeout time.Duration, cond func() (bool, er
 	}
 }
 
-const (
-	controllerNamespace  = "kubeopencode-system"
-	controllerDeployment = "kubeopencode-controller"
-)
-
-// deployController installs what a user installs besides the CRDs: the
-// generated ClusterRole and manifests/controller (Namespace, ServiceAccount,
-// bindings, Deployment) rendered with tools/render, so the controller runs
-// from the image just built and passes the init images' digests on. It
-// returns once the Deployment is rolled out.
-func deployController(ctx context.Context, c client.Client, root string, r render.Renderer) error {
-	files, err := render.Collect([]string{
-		filepath.Join(root, "manifests", "rbac"),
-		filepath.Join(root, "manifests", "controller"),
-	})
-	if err != nil {
-		return err
-	}
-	if files, err = r.RenderFiles(files); err != nil {
-		return err
-	}
-	var objs []*unstructured.Unstructured
-	for _, f := range files {
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(f.Content), 4096)
-		for {
-			u := &unstructured.Unstructured{}
-			if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				return fmt.Errorf("%s: %w", f.Path, err)
-			}
-			if len(u.Object) > 0 {
-				objs = append(objs, u)
-			}
-		}
-	}
-	// Namespaces before what lives in them.
-	sort.SliceStable(objs, func(i, j int) bool { return objs[i].GetKind() == "Namespace" && objs[j].GetKind() != "Namespace" })
-	for _, u := range objs {
-		if err := c.Create(ctx, u); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("creating %s %s: %w", u.GetKind(), u.GetName(), err)
-		}
-		fmt.Printf("    %s %s\n", u.GetKind(), u.GetName())
-	}
-	err = waitUntil(ctx, 3*time.Minute, func() (bool, error) {
-		d := &appsv1.Deployment{}
-		if err := c.Get(ctx, types.NamespacedName{Namespace: controllerNamespace, Name: controllerDeployment}, d); err != nil {
-			return false, err
-		}
-		want := int32(1)
-		if d.Spec.Replicas != nil {
-			want = *d.Spec.Replicas
-		}
-		return d.Status.ObservedGeneration >= d.Generation && d.Status.UpdatedReplicas == want &&
-			d.Status.AvailableReplicas == want && d.Status.Replicas == want, nil
-	})
-	if err != nil {
-		return fmt.Errorf("Deployment %s/%s did not roll out: %w", controllerNamespace, controllerDeployment, err)
-	}
-	return nil
-}
-
 // echoSampleAgent reads the sample Agent and puts it in the quickstart
 // namespace with the echo agent as its image, told to print who it runs as,
 // its workspace, and task.md as it found it. The rest of the sample (context,
@@ -617,7 +450,7 @@ func echoSampleAgent(path, image string) (*v1alpha1.Agent, error) {
 	}
 	agent.Namespace = quickstartNamespace
 	agent.Spec.AgentImage = image
-	agent.Spec.Command = []string{echoAgentImage.BinaryPath(), "id", "tree", "cat=task.md"}
+	agent.Spec.Command = []string{deploy.EchoAgentImage.BinaryPath(), "id", "tree", "cat=task.md"}
 	agent.Spec.Args = nil
 	return agent, nil
 }
@@ -649,25 +482,10 @@ func printAgentOutput(ctx context.Context, c client.Client, cl *cluster.Cluster,
 
 // logControllerPods prints the controller pod's state and last log lines,
 // for a failed deployment or Task.
-func logControllerPods(ctx context.Context, c client.Client, cl *cluster.Cluster) {
+func logControllerPods(ctx context.Context, cl *cluster.Cluster) {
 	cs, err := kubernetes.NewForConfig(cl.RESTConfig())
 	if err != nil {
 		return
 	}
-	pods, err := cs.CoreV1().Pods(controllerNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + controllerDeployment})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "listing controller pods:", err)
-		return
-	}
-	for _, p := range pods.Items {
-		fmt.Fprintf(os.Stderr, "controller pod %s: phase %s\n", p.Name, p.Status.Phase)
-		for _, s := range p.Status.ContainerStatuses {
-			fmt.Fprintf(os.Stderr, "  container %s ready=%v restarts=%d state=%+v\n", s.Name, s.Ready, s.RestartCount, s.State)
-		}
-		tail := int64(40)
-		out, err := cs.CoreV1().Pods(p.Namespace).GetLogs(p.Name, &corev1.PodLogOptions{TailLines: &tail}).DoRaw(ctx)
-		if err == nil {
-			fmt.Fprintf(os.Stderr, "  last log lines:\n%s\n", out)
-		}
-	}
+	deploy.LogControllerPods(ctx, cs, os.Stderr)
 }
