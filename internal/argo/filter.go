@@ -147,16 +147,22 @@ func logicalOperator(op, field string) (string, error) {
 // missing path, an unparsable value) counts as not matching, which is what
 // the Sensor does after logging the error.
 func filterData(filters []dataFilter, operator string, data []byte) (bool, string, error) {
-	op, err := logicalOperator(operator, "dataLogicalOperator")
+	return combine(filters, operator, "dataLogicalOperator", "data filter", data, matchDataFilter)
+}
+
+// combine applies filters of one kind under their logical operator ("and",
+// the default, or "or") and says which filter rejected the event.
+func combine[F any](filters []F, operator, field, kind string, data []byte, match func(F, []byte) (bool, string)) (bool, string, error) {
+	op, err := logicalOperator(operator, field)
 	if err != nil {
 		return false, "", err
 	}
 	if !gjson.ValidBytes(data) {
-		return false, "data filter: event data is not valid JSON", nil
+		return false, kind + ": event data is not valid JSON", nil
 	}
 	var reasons []string
 	for _, f := range filters {
-		ok, reason := matchDataFilter(f, data)
+		ok, reason := match(f, data)
 		if ok && op == logicalOr {
 			return true, "", nil
 		}
@@ -269,30 +275,7 @@ func comparatorText(c string) string {
 // filterExprs evaluates expression filters with govaluate, the library
 // Argo's Sensor uses; each field's gjson path becomes a named parameter.
 func filterExprs(filters []exprFilter, operator string, data []byte) (bool, string, error) {
-	op, err := logicalOperator(operator, "exprLogicalOperator")
-	if err != nil {
-		return false, "", err
-	}
-	if !gjson.ValidBytes(data) {
-		return false, "expr filter: event data is not valid JSON", nil
-	}
-	var reasons []string
-	for _, f := range filters {
-		ok, reason := matchExpr(f, data)
-		if ok && op == logicalOr {
-			return true, "", nil
-		}
-		if !ok {
-			if op == logicalAnd {
-				return false, reason, nil
-			}
-			reasons = append(reasons, reason)
-		}
-	}
-	if op == logicalOr {
-		return false, strings.Join(reasons, "; "), nil
-	}
-	return true, "", nil
+	return combine(filters, operator, "exprLogicalOperator", "expr filter", data, matchExpr)
 }
 
 func matchExpr(f exprFilter, data []byte) (bool, string) {
