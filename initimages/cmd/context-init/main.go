@@ -36,21 +36,9 @@ func run() int {
 	opts := contextinit.DefaultOptions()
 	opts.Roots = initutil.AllowedRoots(initutil.DefaultWriteRoots...)
 
-	var res contract.Result
 	stats, err := apply(*planPath, opts)
-	if err != nil {
-		res.Error = err.Error()
-		fmt.Fprintln(os.Stderr, "context-init: "+initutil.OneLine(res.Error))
-	} else {
-		fmt.Printf("context-init: wrote %d files, skipped %d optional contexts\n", stats.Files, stats.Skipped)
-	}
-	if werr := initutil.WriteResult(*termPath, res); werr != nil {
-		fmt.Fprintln(os.Stderr, "context-init: "+werr.Error())
-	}
-	if err != nil {
-		return 1
-	}
-	return 0
+	return initutil.Finish("context-init", *termPath, contract.Result{}, err,
+		fmt.Sprintf("wrote %d files, skipped %d optional contexts", stats.Files, stats.Skipped))
 }
 
 func apply(planPath string, opts contextinit.Options) (stats contextinit.Stats, err error) {

@@ -47,19 +47,8 @@ func run() int {
 	defer stop()
 
 	res, err := clone(ctx, opts)
-	if err != nil {
-		res.Error = err.Error()
-		fmt.Fprintln(os.Stderr, "git-init: "+initutil.OneLine(res.Error))
-	} else {
-		fmt.Printf("git-init: checked out %s at commit %s\n", res.Repository, res.Commit)
-	}
-	if werr := initutil.WriteResult(*termPath, res); werr != nil {
-		fmt.Fprintln(os.Stderr, "git-init: "+werr.Error())
-	}
-	if err != nil {
-		return 1
-	}
-	return 0
+	return initutil.Finish("git-init", *termPath, res, err,
+		fmt.Sprintf("checked out %s at commit %s", res.Repository, res.Commit))
 }
 
 func clone(ctx context.Context, opts gitinit.Options) (res contract.Result, err error) {

@@ -162,3 +162,22 @@ var DefaultWriteRoots = []string{contract.WorkspaceMount, contract.OutsideMount}
 
 // DefaultCloneRoots are where git-init may clone.
 var DefaultCloneRoots = []string{contract.WorkspaceMount, contract.ReposMount}
+
+// Finish reports a binary's outcome: the one-line reason on stderr or the
+// success line on stdout, the Result in the termination message file, and
+// the exit code (1 on failure).
+func Finish(binary, termPath string, res contract.Result, err error, success string) int {
+	if err != nil {
+		res.Error = err.Error()
+		fmt.Fprintln(os.Stderr, binary+": "+OneLine(res.Error))
+	} else {
+		fmt.Println(binary + ": " + success)
+	}
+	if werr := WriteResult(termPath, res); werr != nil {
+		fmt.Fprintln(os.Stderr, binary+": "+werr.Error())
+	}
+	if err != nil {
+		return 1
+	}
+	return 0
+}
