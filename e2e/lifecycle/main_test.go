@@ -11,14 +11,11 @@
 package lifecycle_test
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -29,6 +26,8 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/kubeopencode/kubeopencode/tools/deploy"
 
 	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
 	"github.com/kubeopencode/kubeopencode/tools/cluster"
@@ -128,14 +127,7 @@ func buildController(ctx context.Context, dir string) error {
 		return err
 	}
 	env.controllerBin = filepath.Join(dir, "controller")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", env.controllerBin, "./operator/cmd/controller")
-	cmd.Dir = root
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("building the controller: %v\n%s", err, strings.TrimSpace(out.String()))
-	}
-	return nil
+	return deploy.BuildControllerBinary(ctx, root, env.controllerBin)
 }
 
 func scheme() *runtime.Scheme {

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -305,4 +306,19 @@ func poll(ctx context.Context, timeout time.Duration, cond func() (bool, error))
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// BuildControllerBinary compiles operator/cmd/controller from the module at
+// root into out, as a release build does (the Go build cache makes every
+// build after the first quick). It is for running the controller as a host
+// process where nodes cannot run its image.
+func BuildControllerBinary(ctx context.Context, root, out string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./operator/cmd/controller")
+	cmd.Dir = root
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("building the controller: %v\n%s", err, strings.TrimSpace(buf.String()))
+	}
+	return nil
 }

@@ -315,10 +315,8 @@ func controllerArgs(deployment []byte) []string {
 
 func startController(ctx context.Context, root, dir, kubeconfig string, imageArgs []string) (*exec.Cmd, error) {
 	bin := filepath.Join(dir, "controller")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./operator/cmd/controller")
-	build.Dir, build.Stdout, build.Stderr = root, os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		return nil, fmt.Errorf("building the controller: %w", err)
+	if err := deploy.BuildControllerBinary(ctx, root, bin); err != nil {
+		return nil, err
 	}
 	logFile, err := os.Create(filepath.Join(dir, "controller.log"))
 	if err != nil {

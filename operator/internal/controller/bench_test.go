@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -50,6 +49,7 @@ import (
 	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
 	"github.com/kubeopencode/kubeopencode/operator/internal/controller"
 	"github.com/kubeopencode/kubeopencode/operator/internal/jobbuilder"
+	"github.com/kubeopencode/kubeopencode/tools/deploy"
 )
 
 const (
@@ -389,15 +389,9 @@ func buildController(b *testing.B) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
 	bin := filepath.Join(b.TempDir(), "controller")
-	cmd := exec.Command(goBin, "build", "-o", bin, "./operator/cmd/controller")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("go build ./operator/cmd/controller: %v\n%s", err, out)
+	if err := deploy.BuildControllerBinary(context.Background(), root, bin); err != nil {
+		b.Fatal(err)
 	}
 	return bin
 }
