@@ -432,7 +432,6 @@ func (b *builder) addGit(c *v1alpha1.ContextItem, where, abs string) error {
 		VolumeMounts:             mounts,
 		SecurityContext:          initSecurityContext(),
 		TerminationMessagePolicy: corev1.TerminationMessageReadFile,
-		Resources:                initResources(),
 	})
 	return nil
 }
@@ -523,7 +522,6 @@ func (b *builder) assemble(credEnv []corev1.EnvVar, credEnvFrom []corev1.EnvFrom
 		VolumeMounts:             ctxMounts,
 		SecurityContext:          initSecurityContext(),
 		TerminationMessagePolicy: corev1.TerminationMessageReadFile,
-		Resources:                initResources(),
 	}}
 	initContainers = append(initContainers, b.gitInit...)
 
@@ -696,10 +694,6 @@ func initSecurityContext() *corev1.SecurityContext {
 		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}
-}
-
-func initResources() corev1.ResourceRequirements {
-	return corev1.ResourceRequirements{}
 }
 
 // agentSecurityContext starts from what PodSecurity "restricted" accepts and
