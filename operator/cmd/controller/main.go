@@ -22,6 +22,7 @@ func main() {
 		opts        controller.Options
 		showVersion bool
 		qps         float64
+		eventQPS    float64
 		burst       int
 	)
 	flag.StringVar(&imgs.GitInit, "git-init-image", "", "git-init image, pinned by digest (repository@sha256:...).")
@@ -40,6 +41,8 @@ func main() {
 	flag.DurationVar(&opts.RetryPeriod, "leader-election-retry-period", 2*time.Second, "How often replicas try to acquire or renew the Lease.")
 	flag.Float64Var(&qps, "kube-api-qps", 200, "Queries per second to the API server.")
 	flag.IntVar(&burst, "kube-api-burst", 400, "Burst of queries to the API server.")
+	flag.Float64Var(&eventQPS, "event-qps", controller.DefaultEventQPS, "Events written per second at most; in a burst of Tasks the events trail their status by a few seconds.")
+	flag.IntVar(&opts.EventBurst, "event-burst", controller.DefaultEventBurst, "Burst of event writes above --event-qps.")
 	flag.BoolVar(&showVersion, "version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -60,6 +63,7 @@ func main() {
 		os.Exit(1)
 	}
 	cfg.QPS, cfg.Burst = float32(qps), burst
+	opts.EventQPS = float32(eventQPS)
 	ctx := ctrl.SetupSignalHandler()
 	mgr, err := controller.NewManager(ctx, cfg, opts)
 	if err != nil {

@@ -50,11 +50,18 @@ type admission struct {
 }
 
 type agentSlots struct {
-	mu       sync.Mutex
-	reserved map[types.UID]struct{}
+	mu sync.Mutex
+	// reserved holds Tasks this process admitted, with their Job's name
+	// once the Job is created.
+	reserved map[types.UID]string
 	// ended holds Tasks whose terminal status this process has written but
 	// the cache may not show yet: they hold no slot.
 	ended map[types.UID]struct{}
+	// running holds Tasks this process has let record Running, until they end.
+	running map[types.UID]struct{}
+	// blocked holds Tasks whose Job exists but which may not say Running
+	// until a Task that still does has ended.
+	blocked map[types.UID]types.NamespacedName
 }
 
 func newAdmission() *admission { return &admission{agents: map[string]*agentSlots{}} }
@@ -64,7 +71,12 @@ func (a *admission) slots(key string) *agentSlots {
 	defer a.mu.Unlock()
 	s := a.agents[key]
 	if s == nil {
-		s = &agentSlots{reserved: map[types.UID]struct{}{}, ended: map[types.UID]struct{}{}}
+		s = &agentSlots{
+			reserved: map[types.UID]string{},
+			ended:    map[types.UID]struct{}{},
+			running:  map[types.UID]struct{}{},
+			blocked:  map[types.UID]types.NamespacedName{},
+		}
 		a.agents[key] = s
 	}
 	return s
@@ -95,7 +107,7 @@ func (q *queueState) position(task *v1alpha1.Task) int {
 }
 
 // state reads an Agent's queue from the cache.
-func state(ctx context.Context, c client.Reader, agentKey, namespace, agentName string, reserved, ended map[types.UID]struct{}) (*queueState, error) {
+func state(ctx context.Context, c client.Reader, agentKey, namespace, agentName string, reserved map[types.UID]string, ended map[types.UID]struct{}) (*queueState, error) {
 	var tasks v1alpha1.TaskList
 	if err := c.List(ctx, &tasks, client.InNamespace(namespace), client.MatchingFields{indexTaskAgent: agentKey}, readOnly); err != nil {
 		return nil, err
@@ -120,9 +132,23 @@ func state(ctx context.Context, c client.Reader, agentKey, namespace, agentName 
 		if _, done := ended[t.UID]; done {
 			continue
 		}
-		_, mine := reserved[t.UID]
+		reservedJob, mine := reserved[t.UID]
 		if mine || t.Status.JobName != "" || t.Status.Phase == v1alpha1.TaskPhaseRunning {
-			q.holding[t.UID] = true
+			// A Task whose Job has finished gives its slot to the next one
+			// at once, while its own end is still being recorded: no more
+			// Jobs than the limit are ever unfinished, and mayRun keeps the
+			// Running Tasks within it too.
+			jobName := t.Status.JobName
+			if jobName == "" {
+				jobName = reservedJob
+			}
+			finished, err := jobFinishedInCache(ctx, c, namespace, jobName, t.UID)
+			if err != nil {
+				return nil, err
+			}
+			if !finished {
+				q.holding[t.UID] = true
+			}
 			continue
 		}
 		if q.holding[t.UID] || t.DeletionTimestamp != nil || t.Annotations[v1alpha1.StopAnnotation] == "true" {
@@ -198,27 +224,110 @@ func (a *admission) admit(ctx context.Context, c client.Reader, task *v1alpha1.T
 	free := int(limit) - len(q.holding)
 	pos := q.position(task)
 	if pos < free {
-		s.reserved[task.UID] = struct{}{}
+		s.reserved[task.UID] = ""
 		return true, 0, nil
 	}
 	return false, pos - max(free, 0) + 1, nil
 }
 
-// release frees a reservation (the Task ended, was deleted, or its Job
-// could not be created).
+// jobCreated records the name of an admitted Task's Job, so that its slot
+// frees as soon as the Job finishes even if the cache has not yet seen the
+// Task's status naming it.
+func (a *admission) jobCreated(task *v1alpha1.Task, job string) {
+	s := a.slots(taskAgentKey(task))
+	s.mu.Lock()
+	if _, ok := s.reserved[task.UID]; ok {
+		s.reserved[task.UID] = job
+	}
+	s.mu.Unlock()
+}
+
+// mayRun decides whether a Task whose Job exists may now be recorded
+// Running. A Task whose Job has finished still says Running until its end is
+// written, and it counts here until then: a freed slot goes to the next
+// Task's Job at once, but no more Tasks than the limit ever say Running.
+// A Task that may not yet is remembered and woken by markEnded.
+func (a *admission) mayRun(ctx context.Context, c client.Reader, task *v1alpha1.Task, limit int32) (bool, error) {
+	if limit <= 0 {
+		return true, nil
+	}
+	s := a.slots(taskAgentKey(task))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.running[task.UID]; ok {
+		return true, nil
+	}
+	var tasks v1alpha1.TaskList
+	if err := c.List(ctx, &tasks, client.InNamespace(task.Namespace), client.MatchingFields{indexTaskAgent: taskAgentKey(task)}, readOnly); err != nil {
+		return false, err
+	}
+	live := make(map[types.UID]bool, len(tasks.Items))
+	running := 0
+	for i := range tasks.Items {
+		t := &tasks.Items[i]
+		live[t.UID] = true
+		_, done := s.ended[t.UID]
+		_, counted := s.running[t.UID]
+		if t.UID != task.UID && !done && !counted && t.Status.Phase == v1alpha1.TaskPhaseRunning {
+			running++
+		}
+	}
+	for uid := range s.running {
+		if !live[uid] {
+			delete(s.running, uid)
+		}
+	}
+	if running+len(s.running) < int(limit) {
+		s.running[task.UID] = struct{}{}
+		delete(s.blocked, task.UID)
+		return true, nil
+	}
+	s.blocked[task.UID] = types.NamespacedName{Namespace: task.Namespace, Name: task.Name}
+	return false, nil
+}
+
+// release forgets a Task (it ended, was deleted, or its Job could not be
+// created): its reservation and its place among the running go.
 func (a *admission) release(task *v1alpha1.Task) {
 	s := a.slots(taskAgentKey(task))
 	s.mu.Lock()
 	delete(s.reserved, task.UID)
+	delete(s.running, task.UID)
+	delete(s.blocked, task.UID)
 	s.mu.Unlock()
 }
 
-// markEnded records that the Task's terminal status is written.
-func (a *admission) markEnded(task *v1alpha1.Task) {
+// markEnded records that the Task's terminal status is written, and returns
+// the Tasks that were waiting for a Running Task to end.
+func (a *admission) markEnded(task *v1alpha1.Task) []types.NamespacedName {
 	s := a.slots(taskAgentKey(task))
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.ended[task.UID] = struct{}{}
-	s.mu.Unlock()
+	delete(s.running, task.UID)
+	woken := make([]types.NamespacedName, 0, len(s.blocked))
+	for uid, nn := range s.blocked {
+		woken = append(woken, nn)
+		delete(s.blocked, uid)
+	}
+	return woken
+}
+
+// jobFinishedInCache tells whether the cache shows the Task's Job finished.
+// A Job the cache does not show (not created yet, or not seen yet) is not.
+func jobFinishedInCache(ctx context.Context, c client.Reader, namespace, name string, task types.UID) (bool, error) {
+	if name == "" {
+		return false, nil
+	}
+	job := &batchv1.Job{}
+	err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, job, readOnly)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return job.Labels[jobbuilder.LabelTaskUID] == string(task) && jobFinished(job), nil
 }
 
 // nextInQueue returns the oldest waiting Tasks of an Agent, at most n.

@@ -3,15 +3,19 @@ package controller
 import (
 	"context"
 	"fmt"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	ctrl "sigs.k8s.io/controller-runtime/pkg/builder"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
@@ -80,12 +84,38 @@ func (r *AgentReconciler) SetupWithManager(mgr manager.Manager) error {
 	if r.serviceAccounts == nil {
 		r.serviceAccounts = newServiceAccounts(r.APIReader)
 	}
-	return ctrl.ControllerManagedBy(mgr).
+	return builder.ControllerManagedBy(mgr).
 		Named("agent").
-		For(&v1alpha1.Agent{}).
-		Watches(&v1alpha1.Task{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
-			t := o.(*v1alpha1.Task)
-			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: t.Namespace, Name: t.AgentName()}}}
-		})).
+		// Its own status writes need no recount: only the spec and the
+		// Tasks change the counts.
+		For(&v1alpha1.Agent{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.Task{}, handler.Funcs{
+			CreateFunc: func(_ context.Context, e event.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				recount(e.Object, q)
+			},
+			UpdateFunc: func(_ context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				old, cur := e.ObjectOld.(*v1alpha1.Task), e.ObjectNew.(*v1alpha1.Task)
+				if old.Status.Phase != cur.Status.Phase {
+					recount(cur, q)
+				}
+			},
+			DeleteFunc: func(_ context.Context, e event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				recount(e.Object, q)
+			},
+		}).
 		Complete(r)
+}
+
+// agentRecountDelay is how long an Agent's counts may trail its Tasks. The
+// work queue keeps one pending recount per Agent, so a burst of Tasks costs
+// the API server one status write per Agent per delay rather than one per
+// Task.
+const agentRecountDelay = 500 * time.Millisecond
+
+func recount(o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	t, ok := o.(*v1alpha1.Task)
+	if !ok {
+		return
+	}
+	q.AddAfter(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: t.Namespace, Name: t.AgentName()}}, agentRecountDelay)
 }

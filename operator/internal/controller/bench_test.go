@@ -33,6 +33,7 @@ import (
 	"github.com/prometheus/common/model"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -78,6 +79,12 @@ func BenchmarkJobCreateRaw(b *testing.B) {
 }
 
 func measureRawJobRate(b *testing.B) float64 {
+	rate, _ := measureRawJobs(b)
+	return rate
+}
+
+// measureRawJobs returns the raw rate and the server's CPU time per Job.
+func measureRawJobs(b *testing.B) (rate, cpuMs float64) {
 	ns := benchNamespace(b)
 	agent := newAgent(ns, v1alpha1.DefaultAgentName, nil)
 	jobs := make([]*batchv1.Job, rawJobs)
@@ -100,13 +107,14 @@ func measureRawJobRate(b *testing.B) float64 {
 	if err != nil {
 		b.Fatal(err)
 	}
+	cpu := serverCPU(b)
 	start := time.Now()
 	err = parallel(len(jobs), func(i int) error { return c.Create(context.Background(), jobs[i]) })
 	elapsed := time.Since(start)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return float64(len(jobs)) / elapsed.Seconds()
+	return float64(len(jobs)) / elapsed.Seconds(), (serverCPU(b) - cpu) * 1000 / float64(len(jobs))
 }
 
 // BenchmarkAdmissionBurst creates 1,000 Tasks at once for an Agent without a
@@ -123,6 +131,7 @@ func BenchmarkAdmissionBurst(b *testing.B) {
 
 	names := taskNames("burst", burstTasks)
 	writes := apiWrites(b)
+	cpu := serverCPU(b)
 	start := time.Now()
 	created := createTasks(b, ns, names)
 	createdAll := time.Since(start)
@@ -135,6 +144,7 @@ func BenchmarkAdmissionBurst(b *testing.B) {
 			last = t
 		}
 	}
+	cpu = serverCPU(b) - cpu
 	writes = apiWrites(b) - writes
 	requireJobs(b, ns, len(names))
 	stop()
@@ -149,8 +159,109 @@ func BenchmarkAdmissionBurst(b *testing.B) {
 	// Everything written to the API server during the burst, the Tasks
 	// themselves included, per Task: the raw rate costs one write per Job.
 	b.ReportMetric(writes/float64(len(names)), "api-writes/task")
+	// The API server's and etcd's CPU time per Task over the same span.
+	b.ReportMetric(cpu*1000/float64(len(names)), "server-cpu-ms/task")
 	b.ReportMetric(0, "ns/op")
 }
+
+// BenchmarkWriteCosts measures what each kind of write the admission of a
+// Task involves costs the API server and etcd, in CPU time, on their own:
+// 1,000 of each by 16 workers, as in BenchmarkJobCreateRaw. The Tasks' own
+// creation, their Jobs and the status that records them Running are the
+// three writes no controller can do without; floor-ratio is the ratio to the
+// raw rate that those three alone would allow on a machine whose cores they
+// keep busy, before any watch, event or controller work.
+func BenchmarkWriteCosts(b *testing.B) {
+	_, jobMs := measureRawJobs(b)
+	ns := benchNamespace(b)
+	tasks := make([]*v1alpha1.Task, rawJobs)
+	taskMs := serverCPUPer(b, len(tasks), func(i int) error {
+		tasks[i] = newTask(ns, fmt.Sprintf("cost-%04d", i))
+		return k8s.Create(context.Background(), tasks[i])
+	})
+	images := v1alpha1.TaskImages{GitInit: gitInitImage, ContextInit: contextInitImage}
+	statusMs := serverCPUPer(b, len(tasks), func(i int) error {
+		// What the controller writes when a Task starts.
+		t := tasks[i]
+		patch := client.MergeFromWithOptions(t.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		now := metav1.Now()
+		t.Status.Phase = v1alpha1.TaskPhaseRunning
+		t.Status.Agent = v1alpha1.DefaultAgentName
+		t.Status.JobName = t.Name
+		t.Status.StartTime = &now
+		t.Status.ObservedGeneration = t.Generation
+		t.Status.Images = &images
+		t.Status.Conditions = []metav1.Condition{{
+			Type: v1alpha1.TaskConditionReady, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonResolved,
+			Message: "The Agent, the contexts and the init images are resolved.", ObservedGeneration: t.Generation, LastTransitionTime: now,
+		}}
+		return k8s.Status().Patch(context.Background(), t, patch)
+	})
+	eventMs := serverCPUPer(b, len(tasks), func(i int) error {
+		t := tasks[i]
+		return k8s.Create(context.Background(), &eventsv1.Event{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("%s.%d", t.Name, i)},
+			EventTime:  metav1.NowMicro(), ReportingController: "kubeopencode-controller", ReportingInstance: "kubeopencode-controller-bench",
+			Action: "CreateJob", Reason: "Started", Type: corev1.EventTypeNormal, Note: fmt.Sprintf("Created Job %s with Agent default", t.Name),
+			Regarding: corev1.ObjectReference{Kind: "Task", APIVersion: v1alpha1.GroupVersion.String(), Namespace: ns, Name: t.Name, UID: t.UID},
+		})
+	})
+	b.ReportMetric(jobMs, "job-cpu-ms")
+	b.ReportMetric(taskMs, "task-cpu-ms")
+	b.ReportMetric(statusMs, "status-cpu-ms")
+	b.ReportMetric(eventMs, "event-cpu-ms")
+	b.ReportMetric(jobMs/(taskMs+jobMs+statusMs), "floor-ratio")
+	b.ReportMetric(0, "ns/op")
+}
+
+// serverCPUPer runs do(0..n-1) on 16 workers and returns the API server's
+// and etcd's CPU milliseconds per call.
+func serverCPUPer(b *testing.B, n int, do func(i int) error) float64 {
+	cpu := serverCPU(b)
+	if err := parallel(n, do); err != nil {
+		b.Fatal(err)
+	}
+	return (serverCPU(b) - cpu) * 1000 / float64(n)
+}
+
+// serverCPU is the CPU time, in seconds, that the package's kube-apiserver
+// and etcd (child processes of the test) have used so far.
+func serverCPU(b *testing.B) float64 {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ticks := 0.0
+	found := 0
+	for _, e := range entries {
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // not a process, or gone
+		}
+		// pid (comm) state ppid ... utime stime: comm may hold spaces.
+		open, end := bytes.IndexByte(raw, '('), bytes.LastIndexByte(raw, ')')
+		if open < 0 || end < open {
+			continue
+		}
+		comm := string(raw[open+1 : end])
+		f := strings.Fields(string(raw[end+1:]))
+		if (comm != "kube-apiserver" && comm != "etcd") || len(f) < 13 || f[1] != strconv.Itoa(os.Getpid()) {
+			continue
+		}
+		user, _ := strconv.ParseFloat(f[11], 64)
+		sys, _ := strconv.ParseFloat(f[12], 64)
+		ticks += user + sys
+		found++
+	}
+	if found != 2 {
+		b.Fatalf("found %d of the package's kube-apiserver and etcd processes in /proc", found)
+	}
+	return ticks / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat:
+// 100 on every Linux architecture Go supports.
+const clockTicks = 100
 
 // BenchmarkAdmissionLatency creates 300 Tasks at once and measures, per
 // Task, the time from its create call returning to a watch seeing it Running.

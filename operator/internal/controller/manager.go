@@ -45,6 +45,10 @@ type Options struct {
 	LeaseDuration time.Duration
 	RenewDeadline time.Duration
 	RetryPeriod   time.Duration
+	// EventQPS and EventBurst limit event writes (zero: DefaultEventQPS,
+	// DefaultEventBurst).
+	EventQPS   float32
+	EventBurst int
 	// SkipNameValidation allows several managers in one process (tests).
 	SkipNameValidation bool
 }
@@ -108,10 +112,14 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager,
 	if err := IndexTasks(ctx, mgr); err != nil {
 		return nil, err
 	}
+	events, err := newEventRecorder(ctx, cfg, o.EventQPS, o.EventBurst)
+	if err != nil {
+		return nil, err
+	}
 	tasks := &TaskReconciler{
 		Client:          mgr.GetClient(),
 		APIReader:       mgr.GetAPIReader(),
-		Recorder:        mgr.GetEventRecorder("kubeopencode-controller"),
+		Recorder:        events,
 		Resolver:        &images.Resolver{Defaults: o.Images, Version: o.Version, TTL: o.ImageResolveTTL},
 		StuckPodTimeout: o.StuckPodTimeout,
 		PodCreateGrace:  o.PodCreateGrace,

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -215,4 +216,81 @@ func TestRestartKeepsOneJobPerTask(t *testing.T) {
 		assert.LessOrEqual(t, perTask[n], 1, "Task %s has one Job at most", n)
 	}
 	assert.Equal(t, 2, activeJobs(t, ns))
+}
+
+// A Task's slot goes to the next Task as soon as its Job finishes, before
+// its own end is recorded; but the next Task says Running only once it is,
+// so no more Tasks than the limit ever say Running. An admission policy holds
+// the first Task's end back to show both halves.
+func TestFinishedJobHandsOnItsSlotBeforeItsTaskEnds(t *testing.T) {
+	startController(t)
+	ns := namespace(t)
+	create(t, newAgent(ns, "default", ptr.To[int32](1)))
+	names := createInOrder(t, ns, 2)
+	waitPhase(t, ns, names[0], v1alpha1.TaskPhaseRunning)
+	waitPhase(t, ns, names[1], v1alpha1.TaskPhaseQueued)
+
+	holdEnd := holdTaskEnd(t, ns, names[0])
+	finishJob(t, ns, names[0], true, "")
+	eventually(t, 10*time.Second, "the next Task's Job to be created once the first Job finished", func() bool {
+		_, ok := getJob(t, ns, names[1])
+		return ok
+	})
+	for range 10 {
+		assert.Equal(t, v1alpha1.TaskPhaseRunning, getTask(t, ns, names[0]).Status.Phase, "the first Task's end is held back")
+		assert.Equal(t, v1alpha1.TaskPhaseQueued, getTask(t, ns, names[1]).Status.Phase, "the next Task may not say Running while the first still does")
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	holdEnd()
+	waitPhase(t, ns, names[0], v1alpha1.TaskPhaseCompleted)
+	waitPhase(t, ns, names[1], v1alpha1.TaskPhaseRunning)
+}
+
+// holdTaskEnd makes the API server refuse to record the Task's end, with a
+// ValidatingAdmissionPolicy, until the returned function is called.
+func holdTaskEnd(t *testing.T, ns, name string) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "hold-" + ns},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			MatchConstraints: &admissionregistrationv1.MatchResources{
+				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Update},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{v1alpha1.GroupVersion.Group}, APIVersions: []string{"*"}, Resources: []string{"tasks/status"}},
+				}}},
+			},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression: fmt.Sprintf("object.metadata.name != %q || !has(object.status.phase) || !(object.status.phase in ['Completed', 'Failed'])", name),
+				Message:    "held back by the test",
+			}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "hold-" + ns},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policy.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns},
+			}},
+		},
+	}
+	require.NoError(t, k8s.Create(ctx, policy))
+	require.NoError(t, k8s.Create(ctx, binding))
+	release = func() {
+		_ = k8s.Delete(ctx, binding)
+		_ = k8s.Delete(ctx, policy)
+	}
+	t.Cleanup(release)
+	// The API server takes a moment to load a new policy: wait until it
+	// refuses a dry run of the write it is to hold back.
+	eventually(t, 20*time.Second, "the admission policy to take effect", func() bool {
+		task := getTask(t, ns, name)
+		patch := client.MergeFrom(task.DeepCopy())
+		task.Status.Phase = v1alpha1.TaskPhaseCompleted
+		return k8s.Status().Patch(ctx, task, patch, client.DryRunAll) != nil
+	})
+	return release
 }

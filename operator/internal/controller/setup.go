@@ -87,12 +87,10 @@ func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 			},
 			UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 				enqueueOwner(e.ObjectNew, q)
-				// A finished Job frees its slot once its Task has ended as
-				// well. Usually the Task ends after its Job and its own
-				// update kicks the queue; kicking now too would only make
-				// every waiting Task recheck in vain.
+				// A finished Job frees its slot at once, while its Task's
+				// end is being recorded (see admission.mayRun).
 				job := e.ObjectNew.(*batchv1.Job)
-				if jobFinished(job) && !jobFinished(e.ObjectOld.(*batchv1.Job)) && !taskOpen(ctx, c, job) {
+				if jobFinished(job) && !jobFinished(e.ObjectOld.(*batchv1.Job)) {
 					kick(ctx, c, q, e.ObjectNew.GetNamespace(), e.ObjectNew.GetAnnotations()[jobbuilder.AnnotationAgentName])
 				}
 			},
@@ -146,16 +144,6 @@ func kick(ctx context.Context, c client.Reader, q workqueue.TypedRateLimitingInt
 	for _, nn := range nextInQueue(ctx, c, namespace, agentName, n) {
 		q.Add(reconcile.Request{NamespacedName: nn})
 	}
-}
-
-// taskOpen tells whether the cache shows the Job's Task as not yet ended.
-func taskOpen(ctx context.Context, c client.Reader, job *batchv1.Job) bool {
-	task := &v1alpha1.Task{}
-	key := types.NamespacedName{Namespace: job.Namespace, Name: job.Annotations[jobbuilder.AnnotationTaskName]}
-	if err := c.Get(ctx, key, task, readOnly); err != nil {
-		return false
-	}
-	return string(task.UID) == job.Labels[jobbuilder.LabelTaskUID] && !task.Status.Phase.IsTerminal()
 }
 
 func openTasks(ctx context.Context, c client.Reader, opts ...client.ListOption) []reconcile.Request {

@@ -91,8 +91,18 @@ func (r *TaskReconciler) Reconcile(ctx context.Context, req reconcile.Request) (
 	if apierrors.IsConflict(err) {
 		return reconcile.Result{Requeue: true}, nil
 	}
+	if errors.Is(err, errRunningSlotBusy) {
+		// markEnded wakes the Task when the Running Task ahead of it ends;
+		// looking again later only covers one deleted behind our back.
+		return reconcile.Result{RequeueAfter: time.Second}, nil
+	}
 	return res, err
 }
+
+// errRunningSlotBusy: the Task's Job exists, but a Task whose Job has
+// finished still says Running and the Agent's limit is reached until its
+// end is recorded.
+var errRunningSlotBusy = errors.New("waiting for a running Task's end to be recorded")
 
 func (r *TaskReconciler) reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	task := &v1alpha1.Task{}
@@ -141,8 +151,8 @@ type startedJob struct {
 // write (the API server already holds it, so the limit still holds).
 func (r *TaskReconciler) ended(ctx context.Context, task *v1alpha1.Task) {
 	r.forget(task)
-	r.admission.markEnded(task)
-	for _, nn := range nextInQueue(ctx, r.Client, task.Namespace, task.AgentName(), r.queueKickSize(ctx, task)) {
+	woken := r.admission.markEnded(task)
+	for _, nn := range append(woken, nextInQueue(ctx, r.Client, task.Namespace, task.AgentName(), r.queueKickSize(ctx, task))...) {
 		t := &v1alpha1.Task{}
 		t.Namespace, t.Name = nn.Namespace, nn.Name
 		select {
@@ -153,16 +163,23 @@ func (r *TaskReconciler) ended(ctx context.Context, task *v1alpha1.Task) {
 	}
 }
 
-// queueKickSize is how many queued Tasks a freed slot wakes.
+// queueKickSize is how many queued Tasks a freed slot wakes: none without
+// a limit, since nobody waits then.
 func (r *TaskReconciler) queueKickSize(ctx context.Context, task *v1alpha1.Task) int {
+	return int(agentLimit(ctx, r.Client, task.Namespace, task.AgentName()))
+}
+
+// agentLimit is the Agent's maxConcurrentTasks as the cache shows it, 0 for
+// none (or no Agent).
+func agentLimit(ctx context.Context, c client.Reader, namespace, name string) int32 {
 	agent := &v1alpha1.Agent{}
-	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: task.Namespace, Name: task.AgentName()}, agent, readOnly); err != nil {
+	if err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, agent, readOnly); err != nil {
 		return 0
 	}
 	if agent.Spec.MaxConcurrentTasks == nil || *agent.Spec.MaxConcurrentTasks <= 0 {
-		return 0 // no limit: nobody waits
+		return 0
 	}
-	return int(*agent.Spec.MaxConcurrentTasks)
+	return *agent.Spec.MaxConcurrentTasks
 }
 
 // forget drops what this process remembers about a Task that ended or went away.
@@ -252,6 +269,7 @@ func (r *TaskReconciler) start(ctx context.Context, task *v1alpha1.Task) (reconc
 		r.admission.release(task)
 		return r.createFailed(ctx, task, err)
 	}
+	r.admission.jobCreated(task, out.Job.Name)
 	if seen, ok := r.firstSeen.Load(task.UID); ok {
 		admissionLatency.Observe(time.Since(seen.(time.Time)).Seconds())
 	}
@@ -261,13 +279,20 @@ func (r *TaskReconciler) start(ctx context.Context, task *v1alpha1.Task) (reconc
 	if err := r.recordStart(ctx, task, sj); err != nil {
 		return reconcile.Result{}, err
 	}
-	r.Recorder.Eventf(task, out.Job, corev1.EventTypeNormal, "Started", "CreateJob", "Created Job %s with Agent %s", out.Job.Name, agent.Name)
 	logger.V(1).Info("Started Task", "job", out.Job.Name, "agent", agent.Name)
 	return reconcile.Result{}, nil
 }
 
-// recordStart writes that the Task runs and which Job runs it.
+// recordStart writes that the Task runs and which Job runs it, once the
+// Agent's limit allows one more Running Task (see admission.mayRun).
 func (r *TaskReconciler) recordStart(ctx context.Context, task *v1alpha1.Task, sj startedJob) error {
+	ok, err := r.admission.mayRun(ctx, r.Client, task, agentLimit(ctx, r.Client, task.Namespace, sj.agent))
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errRunningSlotBusy
+	}
 	patch := lockedPatch(task)
 	now := metav1.Now()
 	task.Status.Phase = v1alpha1.TaskPhaseRunning
@@ -281,7 +306,12 @@ func (r *TaskReconciler) recordStart(ctx context.Context, task *v1alpha1.Task, s
 	if meta.FindStatusCondition(task.Status.Conditions, v1alpha1.TaskConditionQueued) != nil {
 		setCondition(task, v1alpha1.TaskConditionQueued, metav1.ConditionFalse, v1alpha1.ReasonAdmitted, "A slot under the Agent's maxConcurrentTasks is free.")
 	}
-	return r.Client.Status().Patch(ctx, task, patch)
+	if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
+		return err
+	}
+	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: task.Namespace, Name: sj.job}}
+	r.Recorder.Eventf(task, job, corev1.EventTypeNormal, "Started", "CreateJob", "Created Job %s with Agent %s", sj.job, sj.agent)
+	return nil
 }
 
 // createFailed turns a failed create into the Task's outcome when no retry
