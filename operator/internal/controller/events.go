@@ -3,7 +3,11 @@ package controller
 import (
 	"context"
 	"fmt"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+	eventsv1 "k8s.io/api/events/v1"
 	eventsv1client "k8s.io/client-go/kubernetes/typed/events/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
@@ -15,27 +19,35 @@ import (
 const (
 	DefaultEventQPS   = 50
 	DefaultEventBurst = 100
+	// eventMaxDelay is how long an event may wait for its turn; one that
+	// would wait longer is dropped (and counted).
+	eventMaxDelay = time.Minute
 )
 
-// newEventRecorder records events through a client of their own, limited to
-// qps writes a second with bursts of burst. Events tell users what happened;
-// they must not compete with the work itself: in a burst of Tasks, status
-// and Job writes go first and the events follow a little later (the
-// kubelet limits its events the same way). Recording stops with ctx.
+var eventsDropped = prometheus.NewCounter(prometheus.CounterOpts{
+	Name: "kubeopencode_events_dropped_total",
+	Help: "Events not written because more were due than --event-qps and --event-burst allow within a minute, or because the controller stopped.",
+})
+
+// newEventRecorder records events at most qps a second with bursts of burst.
+// Events tell users what happened; they must not compete with the work
+// itself: in a burst of Tasks the status and Job writes go first and the
+// events follow a little later, as the kubelet limits its own events.
+// Recording stops with ctx; events still waiting for their turn then are
+// dropped.
 func newEventRecorder(ctx context.Context, cfg *rest.Config, qps float32, burst int) (recorder.EventRecorder, error) {
-	c := rest.CopyConfig(cfg)
-	c.QPS, c.Burst, c.RateLimiter = qps, burst, nil
-	if c.QPS <= 0 {
-		c.QPS = DefaultEventQPS
+	if qps <= 0 {
+		qps = DefaultEventQPS
 	}
-	if c.Burst <= 0 {
-		c.Burst = DefaultEventBurst
+	if burst <= 0 {
+		burst = DefaultEventBurst
 	}
-	cs, err := eventsv1client.NewForConfig(c)
+	cs, err := eventsv1client.NewForConfig(rest.CopyConfig(cfg))
 	if err != nil {
 		return nil, err
 	}
-	b := events.NewBroadcaster(&events.EventSinkImpl{Interface: cs})
+	sink := &throttledSink{sink: &events.EventSinkImpl{Interface: cs}, limiter: rate.NewLimiter(rate.Limit(qps), burst)}
+	b := events.NewBroadcaster(sink)
 	if err := b.StartRecordingToSinkWithContext(ctx); err != nil {
 		return nil, err
 	}
@@ -48,4 +60,45 @@ func newEventRecorder(ctx context.Context, cfg *rest.Config, qps float32, burst 
 		return nil, fmt.Errorf("client-go's event recorder does not record annotated events")
 	}
 	return rec, nil
+}
+
+// throttledSink waits for its rate limiter before each write. The limit is
+// kept here rather than in the client so that waiting is not logged as
+// client-side throttling, and so that an event that cannot have its turn in
+// time is dropped quietly: client-go's recorder takes a write that returns
+// no error as done.
+type throttledSink struct {
+	sink    events.EventSink
+	limiter *rate.Limiter
+}
+
+func (s *throttledSink) turn(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, eventMaxDelay)
+	defer cancel()
+	if err := s.limiter.Wait(ctx); err != nil {
+		eventsDropped.Inc()
+		return false
+	}
+	return true
+}
+
+func (s *throttledSink) Create(ctx context.Context, e *eventsv1.Event) (*eventsv1.Event, error) {
+	if !s.turn(ctx) {
+		return e, nil
+	}
+	return s.sink.Create(ctx, e)
+}
+
+func (s *throttledSink) Update(ctx context.Context, e *eventsv1.Event) (*eventsv1.Event, error) {
+	if !s.turn(ctx) {
+		return e, nil
+	}
+	return s.sink.Update(ctx, e)
+}
+
+func (s *throttledSink) Patch(ctx context.Context, old *eventsv1.Event, data []byte) (*eventsv1.Event, error) {
+	if !s.turn(ctx) {
+		return old, nil
+	}
+	return s.sink.Patch(ctx, old, data)
 }

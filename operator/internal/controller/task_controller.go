@@ -151,8 +151,13 @@ type startedJob struct {
 // write (the API server already holds it, so the limit still holds).
 func (r *TaskReconciler) ended(ctx context.Context, task *v1alpha1.Task) {
 	r.forget(task)
-	woken := r.admission.markEnded(task)
-	for _, nn := range append(woken, nextInQueue(ctx, r.Client, task.Namespace, task.AgentName(), r.queueKickSize(ctx, task))...) {
+	wake := r.admission.markEnded(task)
+	// A Task whose Job has finished handed its slot on when the Job did:
+	// the Job's watch woke the queue then.
+	if done, err := jobFinishedInCache(ctx, r.Client, task.Namespace, task.Status.JobName, task.UID); err != nil || !done {
+		wake = append(wake, nextInQueue(ctx, r.Client, task.Namespace, task.AgentName(), r.queueKickSize(ctx, task))...)
+	}
+	for _, nn := range wake {
 		t := &v1alpha1.Task{}
 		t.Namespace, t.Name = nn.Namespace, nn.Name
 		select {
