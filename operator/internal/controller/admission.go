@@ -91,19 +91,21 @@ type queueState struct {
 // position is how many waiting Tasks queue ahead of task. Counting instead
 // of sorting keeps each admission linear in the queue's length.
 func (q *queueState) position(task *v1alpha1.Task) int {
-	ahead, found := 0, false
+	ahead := 0
 	for _, t := range q.waiting {
-		if t.UID == task.UID {
-			found = true
-		} else if queuedBefore(t, task) {
+		if t.UID != task.UID && queuedBefore(t, task) {
 			ahead++
 		}
 	}
-	if !found {
-		// Not in the cache yet: queue behind everyone the cache knows.
-		return len(q.waiting)
-	}
 	return ahead
+}
+
+// waitsForSlot tells whether a Task that holds no slot is in the queue: it
+// is Queued, or new and not yet looked at. A Pending Task (its Agent,
+// ServiceAccount, ConfigMaps or images are missing) is not: it could not
+// use a slot, so it must not keep younger Tasks from one.
+func waitsForSlot(t *v1alpha1.Task) bool {
+	return t.Status.JobName == "" && (t.Status.Phase == v1alpha1.TaskPhaseQueued || t.Status.Phase == "")
 }
 
 // state reads an Agent's queue from the cache.
@@ -151,7 +153,7 @@ func state(ctx context.Context, c client.Reader, agentKey, namespace, agentName 
 			}
 			continue
 		}
-		if q.holding[t.UID] || t.DeletionTimestamp != nil || t.Annotations[v1alpha1.StopAnnotation] == "true" {
+		if q.holding[t.UID] || t.DeletionTimestamp != nil || t.Annotations[v1alpha1.StopAnnotation] == "true" || !waitsForSlot(t) {
 			continue
 		}
 		q.waiting = append(q.waiting, t)
@@ -330,19 +332,29 @@ func jobFinishedInCache(ctx context.Context, c client.Reader, namespace, name st
 	return job.Labels[jobbuilder.LabelTaskUID] == string(task) && jobFinished(job), nil
 }
 
-// nextInQueue returns the oldest waiting Tasks of an Agent, at most n.
-func nextInQueue(ctx context.Context, c client.Reader, namespace, agentName string, n int) []types.NamespacedName {
+// nextInQueue returns the oldest Tasks of an Agent that still wait for a
+// slot, at most n. Tasks this process has admitted already are not among
+// them: a freed slot must wake a Task that can take it.
+func (a *admission) nextInQueue(ctx context.Context, c client.Reader, namespace, agentName string, n int) []types.NamespacedName {
+	if n <= 0 {
+		return nil
+	}
 	var tasks v1alpha1.TaskList
 	if err := c.List(ctx, &tasks, client.InNamespace(namespace), client.MatchingFields{indexTaskAgent: namespace + "/" + agentName}, readOnly); err != nil {
 		return nil
 	}
+	s := a.slots(namespace + "/" + agentName)
+	s.mu.Lock()
 	var waiting []*v1alpha1.Task
 	for i := range tasks.Items {
 		t := &tasks.Items[i]
-		if t.Status.Phase == v1alpha1.TaskPhaseQueued || (t.Status.Phase == "" || t.Status.Phase == v1alpha1.TaskPhasePending) && t.Status.JobName == "" {
+		_, admitted := s.reserved[t.UID]
+		_, done := s.ended[t.UID]
+		if !admitted && !done && waitsForSlot(t) {
 			waiting = append(waiting, t)
 		}
 	}
+	s.mu.Unlock()
 	sort.SliceStable(waiting, func(i, j int) bool { return queuedBefore(waiting[i], waiting[j]) })
 	if len(waiting) > n {
 		waiting = waiting[:n]

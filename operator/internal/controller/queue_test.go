@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -293,4 +294,30 @@ func holdTaskEnd(t *testing.T, ns, name string) (release func()) {
 		return k8s.Status().Patch(ctx, task, patch, client.DryRunAll) != nil
 	})
 	return release
+}
+
+// A Task that waits for something it needs (here a ConfigMap) is not in the
+// queue: younger Tasks take the free slots meanwhile, and it queues in its
+// turn once it can run.
+func TestPendingTaskDoesNotHoldUpTheQueue(t *testing.T) {
+	startController(t)
+	ns := namespace(t)
+	create(t, newAgent(ns, "default", ptr.To[int32](1)))
+	create(t, newTask(ns, "a-first"))
+	waitPhase(t, ns, "a-first", v1alpha1.TaskPhaseRunning)
+	blocked := newTask(ns, "b-needs-guide")
+	blocked.Spec.Contexts = []v1alpha1.ContextItem{{Type: v1alpha1.ContextTypeConfigMap, MountPath: "guide.md", ConfigMap: &v1alpha1.ConfigMapContext{Name: "guide", Key: "guide.md"}}}
+	create(t, blocked)
+	waitPhase(t, ns, "b-needs-guide", v1alpha1.TaskPhasePending)
+	create(t, newTask(ns, "c-third"))
+	waitPhase(t, ns, "c-third", v1alpha1.TaskPhaseQueued)
+
+	finishJob(t, ns, "a-first", true, "")
+	waitPhase(t, ns, "c-third", v1alpha1.TaskPhaseRunning)
+	assert.Equal(t, v1alpha1.TaskPhasePending, getTask(t, ns, "b-needs-guide").Status.Phase)
+
+	create(t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "guide"}, Data: map[string]string{"guide.md": "Read me."}})
+	waitPhase(t, ns, "b-needs-guide", v1alpha1.TaskPhaseQueued)
+	finishJob(t, ns, "c-third", true, "")
+	waitPhase(t, ns, "b-needs-guide", v1alpha1.TaskPhaseRunning)
 }

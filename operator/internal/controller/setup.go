@@ -68,8 +68,8 @@ func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 		Watches(&v1alpha1.Task{}, handler.Funcs{
 			UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 				old, cur := e.ObjectOld.(*v1alpha1.Task), e.ObjectNew.(*v1alpha1.Task)
-				if cur.Status.Phase.IsTerminal() && !old.Status.Phase.IsTerminal() {
-					kick(ctx, c, q, cur.Namespace, cur.AgentName())
+				if cur.Status.Phase.IsTerminal() && !old.Status.Phase.IsTerminal() && !handedOn(ctx, c, cur) {
+					r.kick(ctx, q, cur.Namespace, cur.AgentName())
 				}
 			},
 			DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
@@ -78,7 +78,7 @@ func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 					return
 				}
 				r.forget(t)
-				kick(ctx, c, q, t.Namespace, t.AgentName())
+				r.kick(ctx, q, t.Namespace, t.AgentName())
 			},
 		}).
 		Watches(&batchv1.Job{}, handler.Funcs{
@@ -91,12 +91,12 @@ func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 				// end is being recorded (see admission.mayRun).
 				job := e.ObjectNew.(*batchv1.Job)
 				if jobFinished(job) && !jobFinished(e.ObjectOld.(*batchv1.Job)) {
-					kick(ctx, c, q, e.ObjectNew.GetNamespace(), e.ObjectNew.GetAnnotations()[jobbuilder.AnnotationAgentName])
+					r.kick(ctx, q, e.ObjectNew.GetNamespace(), e.ObjectNew.GetAnnotations()[jobbuilder.AnnotationAgentName])
 				}
 			},
 			DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 				enqueueOwner(e.Object, q)
-				kick(ctx, c, q, e.Object.GetNamespace(), e.Object.GetAnnotations()[jobbuilder.AnnotationAgentName])
+				r.kick(ctx, q, e.Object.GetNamespace(), e.Object.GetAnnotations()[jobbuilder.AnnotationAgentName])
 			},
 		}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
@@ -129,21 +129,20 @@ func enqueueOwner(o client.Object, q workqueue.TypedRateLimitingInterface[reconc
 }
 
 // kick enqueues the oldest waiting Tasks of an Agent, as many as it may run.
-func kick(ctx context.Context, c client.Reader, q workqueue.TypedRateLimitingInterface[reconcile.Request], namespace, agentName string) {
+func (r *TaskReconciler) kick(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request], namespace, agentName string) {
 	if agentName == "" {
 		return
 	}
-	agent := &v1alpha1.Agent{}
-	if err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: agentName}, agent); err != nil {
-		return
-	}
-	n := 1
-	if agent.Spec.MaxConcurrentTasks != nil && *agent.Spec.MaxConcurrentTasks > 1 {
-		n = int(*agent.Spec.MaxConcurrentTasks)
-	}
-	for _, nn := range nextInQueue(ctx, c, namespace, agentName, n) {
+	for _, nn := range r.admission.nextInQueue(ctx, r.Client, namespace, agentName, int(agentLimit(ctx, r.Client, namespace, agentName))) {
 		q.Add(reconcile.Request{NamespacedName: nn})
 	}
+}
+
+// handedOn tells whether an ended Task's slot went to the next Task already,
+// when its Job finished (the Job's watch woke the queue then).
+func handedOn(ctx context.Context, c client.Reader, task *v1alpha1.Task) bool {
+	done, err := jobFinishedInCache(ctx, c, task.Namespace, task.Status.JobName, task.UID)
+	return err == nil && done
 }
 
 func openTasks(ctx context.Context, c client.Reader, opts ...client.ListOption) []reconcile.Request {

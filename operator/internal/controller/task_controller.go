@@ -129,6 +129,11 @@ func (r *TaskReconciler) reconcile(ctx context.Context, req reconcile.Request) (
 				task.Status.JobName = sj.job
 				return reconcile.Result{}, r.stop(ctx, task)
 			}
+			if sj.recorded {
+				// Writing from this stale copy could only conflict; the
+				// watch brings the Task back once the cache has the write.
+				return reconcile.Result{}, nil
+			}
 			return reconcile.Result{}, r.recordStart(ctx, task, sj)
 		}
 	}
@@ -144,6 +149,8 @@ func (r *TaskReconciler) reconcile(ctx context.Context, req reconcile.Request) (
 type startedJob struct {
 	job, agent string
 	images     v1alpha1.TaskImages
+	// recorded: the Task's status says Running already.
+	recorded bool
 }
 
 // ended is called once the Task's terminal status is written: its slot goes
@@ -152,10 +159,8 @@ type startedJob struct {
 func (r *TaskReconciler) ended(ctx context.Context, task *v1alpha1.Task) {
 	r.forget(task)
 	wake := r.admission.markEnded(task)
-	// A Task whose Job has finished handed its slot on when the Job did:
-	// the Job's watch woke the queue then.
-	if done, err := jobFinishedInCache(ctx, r.Client, task.Namespace, task.Status.JobName, task.UID); err != nil || !done {
-		wake = append(wake, nextInQueue(ctx, r.Client, task.Namespace, task.AgentName(), r.queueKickSize(ctx, task))...)
+	if !handedOn(ctx, r.Client, task) {
+		wake = append(wake, r.admission.nextInQueue(ctx, r.Client, task.Namespace, task.AgentName(), int(agentLimit(ctx, r.Client, task.Namespace, task.AgentName())))...)
 	}
 	for _, nn := range wake {
 		t := &v1alpha1.Task{}
@@ -166,12 +171,6 @@ func (r *TaskReconciler) ended(ctx context.Context, task *v1alpha1.Task) {
 			// The Task watch kicks the queue too, once the cache catches up.
 		}
 	}
-}
-
-// queueKickSize is how many queued Tasks a freed slot wakes: none without
-// a limit, since nobody waits then.
-func (r *TaskReconciler) queueKickSize(ctx context.Context, task *v1alpha1.Task) int {
-	return int(agentLimit(ctx, r.Client, task.Namespace, task.AgentName()))
 }
 
 // agentLimit is the Agent's maxConcurrentTasks as the cache shows it, 0 for
@@ -314,6 +313,8 @@ func (r *TaskReconciler) recordStart(ctx context.Context, task *v1alpha1.Task, s
 	if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
 		return err
 	}
+	sj.recorded = true
+	r.started.Store(task.UID, sj)
 	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: task.Namespace, Name: sj.job}}
 	r.Recorder.Eventf(task, job, corev1.EventTypeNormal, "Started", "CreateJob", "Created Job %s with Agent %s", sj.job, sj.agent)
 	return nil
