@@ -370,9 +370,10 @@ func BenchmarkQueueHandOff(b *testing.B) {
 	b.ReportMetric(float64(inversions), "start-order-inversions")
 	b.ReportMetric(percentile(handOff, 0.50), "handoff-p50-ms")
 	b.ReportMetric(percentile(handOff, 0.99), "handoff-p99-ms")
-	// Each hand-off takes three writes in a row (the finished Task's status,
-	// the next Task's ConfigMap and Job): the API server's own write latency
-	// during the run puts the figures in proportion.
+	// A hand-off is one write once the controller sees the Job finish (the
+	// next Task's Job; its ConfigMap before it when its context needs one):
+	// the API server's own write latency during the run puts the figures in
+	// proportion.
 	b.ReportMetric(percentile(jobs.rtt, 0.50), "api-write-p50-ms")
 	b.ReportMetric(0, "ns/op")
 }
