@@ -144,13 +144,21 @@ func TestLoweringTheLimitStopsAdmissions(t *testing.T) {
 	assert.Equal(t, v1alpha1.TaskPhaseQueued, getTask(t, ns, names[4]).Status.Phase)
 }
 
-func TestStop(t *testing.T) {
+// queueOfOne starts the controller and n Tasks through an Agent with
+// maxConcurrentTasks 1, and waits for the first to run and the last to queue.
+func queueOfOne(t *testing.T, n int) (ns string, names []string) {
+	t.Helper()
 	startController(t)
-	ns := namespace(t)
+	ns = namespace(t)
 	create(t, newAgent(ns, "default", ptr.To[int32](1)))
-	names := createInOrder(t, ns, 3)
+	names = createInOrder(t, ns, n)
 	waitPhase(t, ns, names[0], v1alpha1.TaskPhaseRunning)
-	waitPhase(t, ns, names[2], v1alpha1.TaskPhaseQueued)
+	waitPhase(t, ns, names[n-1], v1alpha1.TaskPhaseQueued)
+	return ns, names
+}
+
+func TestStop(t *testing.T) {
+	ns, names := queueOfOne(t, 3)
 
 	stop := func(name string) {
 		task := getTask(t, ns, name)
@@ -224,12 +232,7 @@ func TestRestartKeepsOneJobPerTask(t *testing.T) {
 // so no more Tasks than the limit ever say Running. An admission policy holds
 // the first Task's end back to show both halves.
 func TestFinishedJobHandsOnItsSlotBeforeItsTaskEnds(t *testing.T) {
-	startController(t)
-	ns := namespace(t)
-	create(t, newAgent(ns, "default", ptr.To[int32](1)))
-	names := createInOrder(t, ns, 2)
-	waitPhase(t, ns, names[0], v1alpha1.TaskPhaseRunning)
-	waitPhase(t, ns, names[1], v1alpha1.TaskPhaseQueued)
+	ns, names := queueOfOne(t, 2)
 
 	holdEnd := holdTaskEnd(t, ns, names[0])
 	finishJob(t, ns, names[0], true, "")

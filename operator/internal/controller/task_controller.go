@@ -298,18 +298,7 @@ func (r *TaskReconciler) recordStart(ctx context.Context, task *v1alpha1.Task, s
 		return errRunningSlotBusy
 	}
 	patch := lockedPatch(task)
-	now := metav1.Now()
-	task.Status.Phase = v1alpha1.TaskPhaseRunning
-	task.Status.Agent = sj.agent
-	task.Status.JobName = sj.job
-	task.Status.StartTime = &now
-	task.Status.ObservedGeneration = task.Generation
-	images := sj.images
-	task.Status.Images = &images
-	setCondition(task, v1alpha1.TaskConditionReady, metav1.ConditionTrue, v1alpha1.ReasonResolved, "The Agent, the contexts and the init images are resolved.")
-	if meta.FindStatusCondition(task.Status.Conditions, v1alpha1.TaskConditionQueued) != nil {
-		setCondition(task, v1alpha1.TaskConditionQueued, metav1.ConditionFalse, v1alpha1.ReasonAdmitted, "A slot under the Agent's maxConcurrentTasks is free.")
-	}
+	SetRunning(task, sj.job, sj.agent, sj.images)
 	if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
 		return err
 	}
@@ -318,6 +307,22 @@ func (r *TaskReconciler) recordStart(ctx context.Context, task *v1alpha1.Task, s
 	job := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Namespace: task.Namespace, Name: sj.job}}
 	r.Recorder.Eventf(task, job, corev1.EventTypeNormal, "Started", "CreateJob", "Created Job %s with Agent %s", sj.job, sj.agent)
 	return nil
+}
+
+// SetRunning sets the status that records a Task started by Job job with
+// Agent agent and the given init images.
+func SetRunning(task *v1alpha1.Task, job, agent string, images v1alpha1.TaskImages) {
+	now := metav1.Now()
+	task.Status.Phase = v1alpha1.TaskPhaseRunning
+	task.Status.Agent = agent
+	task.Status.JobName = job
+	task.Status.StartTime = &now
+	task.Status.ObservedGeneration = task.Generation
+	task.Status.Images = &images
+	setCondition(task, v1alpha1.TaskConditionReady, metav1.ConditionTrue, v1alpha1.ReasonResolved, "The Agent, the contexts and the init images are resolved.")
+	if meta.FindStatusCondition(task.Status.Conditions, v1alpha1.TaskConditionQueued) != nil {
+		setCondition(task, v1alpha1.TaskConditionQueued, metav1.ConditionFalse, v1alpha1.ReasonAdmitted, "A slot under the Agent's maxConcurrentTasks is free.")
+	}
 }
 
 // createFailed turns a failed create into the Task's outcome when no retry
