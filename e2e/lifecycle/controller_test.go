@@ -20,6 +20,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/kubeopencode/kubeopencode/tools/cluster"
 )
 
 // Where the controller keeps its leader election Lease.
@@ -102,7 +104,7 @@ func runController(t testing.TB, mayExit bool, extraArgs []string) *controllerPr
 		logFile.Close()
 		close(p.done)
 		if !p.expectExit.Load() {
-			t.Errorf("%s exited by itself (%v); last lines of %s:\n%s", p.name, p.waitErr, p.logPath, tail(p.logPath, 40))
+			t.Errorf("%s exited by itself (%v); last lines of %s:\n%s", p.name, p.waitErr, p.logPath, cluster.LogTail(p.logPath, 40))
 		}
 	}()
 	t.Cleanup(func() { p.stop(t) })
@@ -126,7 +128,7 @@ func (p *controllerProcess) waitReady(t testing.TB, timeout time.Duration) {
 		return resp.StatusCode == http.StatusOK, nil
 	})
 	if err != nil {
-		t.Fatalf("%s not ready: %v; last lines of %s:\n%s", p.name, err, p.logPath, tail(p.logPath, 40))
+		t.Fatalf("%s not ready: %v; last lines of %s:\n%s", p.name, err, p.logPath, cluster.LogTail(p.logPath, 40))
 	}
 }
 
@@ -167,7 +169,7 @@ func (p *controllerProcess) stop(t testing.TB) {
 	select {
 	case <-p.done:
 		if p.waitErr != nil {
-			t.Errorf("%s did not stop cleanly: %v; last lines of %s:\n%s", p.name, p.waitErr, p.logPath, tail(p.logPath, 40))
+			t.Errorf("%s did not stop cleanly: %v; last lines of %s:\n%s", p.name, p.waitErr, p.logPath, cluster.LogTail(p.logPath, 40))
 		}
 	case <-time.After(30 * time.Second):
 		_ = p.cmd.Process.Kill()
@@ -207,16 +209,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func tail(path string, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

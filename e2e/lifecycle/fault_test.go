@@ -101,7 +101,7 @@ func TestControllerKilledDuringBurst(t *testing.T) {
 			// A controller that cannot renew its Lease in time exits: one
 			// more crash, which the test copes with like a kill.
 			exits++
-			t.Logf("%6.1fs: %s exited by itself (%v); last lines of %s:\n%s", time.Since(start).Seconds(), ctrl.name, ctrl.waitErr, ctrl.logPath, tail(ctrl.logPath, 5))
+			t.Logf("%6.1fs: %s exited by itself (%v); last lines of %s:\n%s", time.Since(start).Seconds(), ctrl.name, ctrl.waitErr, ctrl.logPath, cluster.LogTail(ctrl.logPath, 5))
 		}
 		// The dead controller's identity stays in the Lease until its
 		// successor takes over.
@@ -215,7 +215,7 @@ func waitNewLeader(t *testing.T, ctrl *controllerProcess, previous string, deadl
 		}
 		return h != "" && h != previous, nil
 	})
-	require.NoError(t, err, "%s did not take over the Lease from %q; last lines of %s:\n%s", ctrl.name, previous, ctrl.logPath, tail(ctrl.logPath, 30))
+	require.NoError(t, err, "%s did not take over the Lease from %q; last lines of %s:\n%s", ctrl.name, previous, ctrl.logPath, cluster.LogTail(ctrl.logPath, 30))
 	return !ctrl.exited()
 }
 

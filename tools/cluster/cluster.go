@@ -411,7 +411,7 @@ func waitFor(ctx context.Context, what string, procs []*process, cond func(conte
 	if err != nil && ctx.Err() != nil {
 		var logs []string
 		for _, p := range procs {
-			logs = append(logs, fmt.Sprintf("last lines of %s:\n%s", p.logPath, tail(p.logPath, 15)))
+			logs = append(logs, fmt.Sprintf("last lines of %s:\n%s", p.logPath, LogTail(p.logPath, 15)))
 		}
 		return fmt.Errorf("timed out waiting for %s\n%s", what, strings.Join(logs, "\n"))
 	}

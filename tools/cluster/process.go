@@ -53,7 +53,7 @@ var errPortTaken = errors.New("port already in use")
 func (p *process) exited() error {
 	select {
 	case <-p.done:
-		last := tail(p.logPath, 30)
+		last := LogTail(p.logPath, 30)
 		err := fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.name, p.waitErr, p.logPath, last)
 		if strings.Contains(last, "address already in use") {
 			err = fmt.Errorf("%w: %w", errPortTaken, err)
@@ -87,8 +87,8 @@ func (p *process) stop(grace time.Duration) error {
 	return nil
 }
 
-// tail returns the last n lines of a log file for error messages.
-func tail(path string, n int) string {
+// LogTail returns the last n lines of a log file, for error messages.
+func LogTail(path string, n int) string {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return ""
