@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
+	"github.com/kubeopencode/kubeopencode/tools/deploy"
 )
 
 // BenchmarkTaskCompletes measures a Task from creation to Completed on the
@@ -42,7 +43,7 @@ func BenchmarkTaskCompletes(b *testing.B) {
 			v1alpha1.ContextItem{Type: v1alpha1.ContextTypeText, MountPath: "notes.md", Text: text("notes\n")})); err != nil {
 			return err
 		}
-		return waitFor(ctx, 2*time.Minute, func() (bool, error) {
+		return deploy.Poll(ctx, 2*time.Minute, func() (bool, error) {
 			tk := &v1alpha1.Task{}
 			if err := env.k8s.Get(ctx, types.NamespacedName{Namespace: ns.Name, Name: name}, tk); err != nil {
 				return false, err

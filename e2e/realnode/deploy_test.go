@@ -2,7 +2,6 @@ package realnode_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -23,29 +22,6 @@ func logControllerPod(cs kubernetes.Interface) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	deploy.LogControllerPods(ctx, cs, os.Stderr)
-}
-
-// waitFor polls cond every 200ms until it holds or timeout passes; the last
-// error cond returned is part of the timeout's error.
-func waitFor(ctx context.Context, timeout time.Duration, cond func() (bool, error)) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, err := cond()
-		if ok {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			if err != nil {
-				return fmt.Errorf("%w after %s: %v", errTimeout, timeout, err)
-			}
-			return fmt.Errorf("%w after %s", errTimeout, timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }
 
 // TestControllerRunsFromItsImage: the controller that serves every other

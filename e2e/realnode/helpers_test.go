@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
+	"github.com/kubeopencode/kubeopencode/tools/deploy"
 )
 
 // labelTaskUID ties a Job and its pods to their Task (set by the controller).
@@ -78,7 +79,7 @@ func getTask(t *testing.T, ns, name string) *v1alpha1.Task {
 func waitTask(t *testing.T, ns, name string, timeout time.Duration, what string, cond func(*v1alpha1.Task) bool) *v1alpha1.Task {
 	t.Helper()
 	var tk *v1alpha1.Task
-	err := waitFor(t.Context(), timeout, func() (bool, error) {
+	err := deploy.Poll(t.Context(), timeout, func() (bool, error) {
 		tk = &v1alpha1.Task{}
 		if err := env.k8s.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: name}, tk); err != nil {
 			return false, err
@@ -227,7 +228,7 @@ func jobGone(t *testing.T, ns, name string) bool {
 func waitAgentStarted(t *testing.T, tk *v1alpha1.Task) *corev1.Pod {
 	t.Helper()
 	var pod *corev1.Pod
-	err := waitFor(t.Context(), 2*time.Minute, func() (bool, error) {
+	err := deploy.Poll(t.Context(), 2*time.Minute, func() (bool, error) {
 		pods := taskPods(t, tk)
 		if len(pods) != 1 {
 			return false, fmt.Errorf("%d pods", len(pods))

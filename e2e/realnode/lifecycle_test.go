@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
+	"github.com/kubeopencode/kubeopencode/tools/deploy"
 )
 
 // TestExitCode: an agent that exits 7 fails its Task with AgentFailed,
@@ -111,7 +112,7 @@ func TestTaskDeletion(t *testing.T) {
 
 	require.NoError(t, env.k8s.Delete(t.Context(), tk))
 	waitGone(t, tk)
-	err := waitFor(t.Context(), time.Minute, func() (bool, error) {
+	err := deploy.Poll(t.Context(), time.Minute, func() (bool, error) {
 		err := env.k8s.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: cms.Items[0].Name}, &corev1.ConfigMap{})
 		return client.IgnoreNotFound(err) == nil && err != nil, err
 	})
@@ -121,7 +122,7 @@ func TestTaskDeletion(t *testing.T) {
 // waitGone waits until the Task's Job and pods no longer exist.
 func waitGone(t *testing.T, tk *v1alpha1.Task) {
 	t.Helper()
-	err := waitFor(t.Context(), 90*time.Second, func() (bool, error) {
+	err := deploy.Poll(t.Context(), 90*time.Second, func() (bool, error) {
 		n := len(taskPods(t, tk))
 		return n == 0 && jobGone(t, tk.Namespace, tk.Status.JobName), fmt.Errorf("%d pods left", n)
 	})
@@ -131,7 +132,7 @@ func waitGone(t *testing.T, tk *v1alpha1.Task) {
 // waitNoRunningPod waits until no pod of the Task is running.
 func waitNoRunningPod(t *testing.T, tk *v1alpha1.Task) {
 	t.Helper()
-	err := waitFor(t.Context(), 90*time.Second, func() (bool, error) {
+	err := deploy.Poll(t.Context(), 90*time.Second, func() (bool, error) {
 		for _, p := range taskPods(t, tk) {
 			if p.Status.Phase == corev1.PodRunning || p.Status.Phase == corev1.PodPending {
 				return false, fmt.Errorf("pod %s is %s", p.Name, p.Status.Phase)

@@ -188,5 +188,3 @@ func scheme() *runtime.Scheme {
 	utilruntime.Must(v1alpha1.AddToScheme(s))
 	return s
 }
-
-var errTimeout = errors.New("timed out")

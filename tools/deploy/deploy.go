@@ -146,7 +146,7 @@ func InstallCRDs(ctx context.Context, c client.Client, dir string) error {
 			if err := c.Create(ctx, u); err != nil && !apierrors.IsAlreadyExists(err) {
 				return fmt.Errorf("installing CRD %s from %s: %w", u.GetName(), f, err)
 			}
-			if err := poll(ctx, time.Minute, func() (bool, error) {
+			if err := Poll(ctx, time.Minute, func() (bool, error) {
 				got := &unstructured.Unstructured{}
 				got.SetGroupVersionKind(schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"})
 				if err := c.Get(ctx, types.NamespacedName{Name: u.GetName()}, got); err != nil {
@@ -227,7 +227,7 @@ func ApplyManifests(ctx context.Context, c client.Client, objs []*unstructured.U
 // WaitForRollout waits until every replica of Deployment ns/name runs its
 // current template and is available.
 func WaitForRollout(ctx context.Context, c client.Client, ns, name string, timeout time.Duration) error {
-	err := poll(ctx, timeout, func() (bool, error) {
+	err := Poll(ctx, timeout, func() (bool, error) {
 		d := &appsv1.Deployment{}
 		if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, d); err != nil {
 			return false, err
@@ -283,11 +283,11 @@ func LogControllerPods(ctx context.Context, cs kubernetes.Interface, w io.Writer
 	}
 }
 
-// poll calls cond every 200ms until it holds or timeout passes; the last
+// Poll calls cond every 200ms until it holds or timeout passes; the last
 // error cond returned is part of the timeout's error. (wait.Poll* of
 // apimachinery stops at cond's first error, but a Deployment or CRD not
 // found yet is worth waiting for.)
-func poll(ctx context.Context, timeout time.Duration, cond func() (bool, error)) error {
+func Poll(ctx context.Context, timeout time.Duration, cond func() (bool, error)) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		ok, err := cond()

@@ -381,7 +381,7 @@ func runSampleTask(ctx context.Context, c client.Client, root, ns string) (*v1al
 func waitForTask(ctx context.Context, c client.Client, ns, name string) (*v1alpha1.Task, error) {
 	var task *v1alpha1.Task
 	last := v1alpha1.TaskPhase("-")
-	err := waitUntil(ctx, 3*time.Minute, func() (bool, error) {
+	err := deploy.Poll(ctx, 3*time.Minute, func() (bool, error) {
 		task = &v1alpha1.Task{}
 		if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, task); err != nil {
 			return false, err
@@ -409,27 +409,6 @@ func printTask(t *v1alpha1.Task) {
 	}
 	if t.Status.Images != nil {
 		fmt.Printf("    git-init:     %s\n    context-init: %s\n\n", t.Status.Images.GitInit, t.Status.Images.ContextInit)
-	}
-}
-
-func waitUntil(ctx context.Context, timeout time.Duration, cond func() (bool, error)) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, err := cond()
-		if ok {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			if err != nil {
-				return err
-			}
-			return fmt.Errorf("timed out after %s", timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
 	}
 }
 
