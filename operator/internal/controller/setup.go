@@ -64,14 +64,9 @@ func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("task").
 		For(&v1alpha1.Task{}).
-		// A Task that ends or goes away hands its slot to the next in line.
+		// A Task that goes away hands its slot to the next in line (one that
+		// ends does so in ended, once its end is written).
 		Watches(&v1alpha1.Task{}, handler.Funcs{
-			UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				old, cur := e.ObjectOld.(*v1alpha1.Task), e.ObjectNew.(*v1alpha1.Task)
-				if cur.Status.Phase.IsTerminal() && !old.Status.Phase.IsTerminal() && !handedOn(ctx, c, cur) {
-					r.kick(ctx, q, cur.Namespace, cur.AgentName())
-				}
-			},
 			DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 				t, ok := e.Object.(*v1alpha1.Task)
 				if !ok {
@@ -136,13 +131,6 @@ func (r *TaskReconciler) kick(ctx context.Context, q workqueue.TypedRateLimiting
 	for _, nn := range r.admission.nextInQueue(ctx, r.Client, namespace, agentName, int(agentLimit(ctx, r.Client, namespace, agentName))) {
 		q.Add(reconcile.Request{NamespacedName: nn})
 	}
-}
-
-// handedOn tells whether an ended Task's slot went to the next Task already,
-// when its Job finished (the Job's watch woke the queue then).
-func handedOn(ctx context.Context, c client.Reader, task *v1alpha1.Task) bool {
-	done, err := jobFinishedInCache(ctx, c, task.Namespace, task.Status.JobName, task.UID)
-	return err == nil && done
 }
 
 func openTasks(ctx context.Context, c client.Reader, opts ...client.ListOption) []reconcile.Request {

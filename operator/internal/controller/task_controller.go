@@ -159,16 +159,20 @@ type startedJob struct {
 func (r *TaskReconciler) ended(ctx context.Context, task *v1alpha1.Task) {
 	r.forget(task)
 	wake := r.admission.markEnded(task)
-	if !handedOn(ctx, r.Client, task) {
+	// A Task whose Job has finished handed its slot on when the Job did
+	// (the Job's watch woke the queue then); otherwise the slot frees now.
+	if done, err := jobFinishedInCache(ctx, r.Client, task.Namespace, task.Status.JobName, task.UID); err != nil || !done {
 		wake = append(wake, r.admission.nextInQueue(ctx, r.Client, task.Namespace, task.AgentName(), int(agentLimit(ctx, r.Client, task.Namespace, task.AgentName())))...)
 	}
 	for _, nn := range wake {
 		t := &v1alpha1.Task{}
 		t.Namespace, t.Name = nn.Namespace, nn.Name
+		// The channel's reader moves kicks straight to the work queue, so
+		// this waits only if a great many arrive at once.
 		select {
 		case r.kicks <- event.GenericEvent{Object: t}:
-		default:
-			// The Task watch kicks the queue too, once the cache catches up.
+		case <-ctx.Done():
+			return
 		}
 	}
 }
