@@ -98,6 +98,12 @@ type AgentSpec struct {
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	MaxConcurrentTasks *int32 `json:"maxConcurrentTasks,omitempty"`
+
+	// TaskRetention removes this Agent's finished Tasks, with their Jobs,
+	// pods and ConfigMaps, after a time or beyond a count. Unset: finished
+	// Tasks are kept until deleted.
+	// +optional
+	TaskRetention *TaskRetention `json:"taskRetention,omitempty"`
 }
 
 // Credential gives one Secret, or one key of it, to the agent container.

@@ -90,6 +90,17 @@ type TaskSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="timeout must be at least 1s, e.g. \"30m\""
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// TTLSecondsAfterFinished is how long, in seconds, the Task is kept after
+	// it finishes (status.completionTime, phase Completed or Failed); then
+	// it is deleted together with its Job, the Job's pods and its context
+	// ConfigMap. 0 deletes it as soon as it finishes. Unset: the Agent's
+	// spec.taskRetention.ttlSecondsAfterFinished applies, and without one
+	// the Task is kept until deleted. Tasks created by a Sensor for every
+	// webhook should set it (for example 604800, a week).
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="self >= 0",message="ttlSecondsAfterFinished must be 0 or more seconds: 0 deletes the Task as soon as it finishes; remove the field to keep it"
+	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
 }
 
 // AgentName is the Agent the Task uses: spec.agentRef or "default".

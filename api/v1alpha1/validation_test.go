@@ -61,6 +61,7 @@ func TestAdmissionValidation(t *testing.T) {
 		{"timeout of zero", task + "spec:\n  description: x\n  timeout: 0s", "spec.timeout", "timeout must be at least 1s"},
 		{"neither description nor contexts", task + "spec:\n  agentRef: default", "spec", "needs spec.description or at least one context"},
 		{"agentRef that is no name", task + "spec:\n  description: x\n  agentRef: Bad_Agent", "spec.agentRef", "should match"},
+		{"negative ttlSecondsAfterFinished", task + "spec:\n  description: x\n  ttlSecondsAfterFinished: -1", "spec.ttlSecondsAfterFinished", "ttlSecondsAfterFinished must be 0 or more seconds"},
 
 		// Agents.
 		{"Agent without agentImage", agent + "spec:\n  command: [run]\n  serviceAccountName: sa", "spec.agentImage", "Required value"},
@@ -70,6 +71,10 @@ func TestAdmissionValidation(t *testing.T) {
 		{"workspaceDir /", agent + agentSpec + "  workspaceDir: /", "spec.workspaceDir", "workspaceDir must be an absolute directory other than '/'"},
 		{"workspaceDir with ..", agent + agentSpec + "  workspaceDir: /a/../b", "spec.workspaceDir", "workspaceDir must be clean"},
 		{"negative maxConcurrentTasks", agent + agentSpec + "  maxConcurrentTasks: -1", "spec.maxConcurrentTasks", "greater than or equal to 0"},
+		{"empty taskRetention", agent + agentSpec + "  taskRetention: {}", "spec.taskRetention", "remove taskRetention to keep finished Tasks forever"},
+		{"negative Agent TTL", agent + agentSpec + "  taskRetention: {ttlSecondsAfterFinished: -5}", "spec.taskRetention.ttlSecondsAfterFinished", "must be 0 or more seconds"},
+		{"negative successful history", agent + agentSpec + "  taskRetention: {successfulTasksHistoryLimit: -1}", "spec.taskRetention.successfulTasksHistoryLimit", "0 keeps no Completed Task"},
+		{"negative failed history", agent + agentSpec + "  taskRetention: {failedTasksHistoryLimit: -1}", "spec.taskRetention.failedTasksHistoryLimit", "0 keeps no Failed Task"},
 		{"credential env without key", agent + agentSpec + "  credentials: [{name: c, secretRef: {name: s}, env: TOKEN}]", "spec.credentials[0].secretRef.key", "env needs secretRef.key"},
 		{"credential with env and mountPath", agent + agentSpec + "  credentials: [{name: c, secretRef: {name: s, key: k}, env: TOKEN, mountPath: /etc/t}]", "spec.credentials[0].env", "env or mountPath, not both"},
 		{"credential key going nowhere", agent + agentSpec + "  credentials: [{name: c, secretRef: {name: s, key: k}}]", "spec.credentials[0].secretRef.key", "neither env nor mountPath says where it goes"},

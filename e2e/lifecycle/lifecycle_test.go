@@ -40,6 +40,9 @@ func TestLifecycle(t *testing.T) {
 		t.Run("StopQueuedAndRunning", testStop)
 		t.Run("DeleteRemovesJobAndPods", testDelete)
 		t.Run("QueueIsFirstInFirstOut", testFIFO)
+		t.Run("TTLDeletesTaskJobPodsConfigMap", testTTLDeletesEverything)
+		t.Run("HistoryLimitsKeepTheNewest", testHistoryLimits)
+		t.Run("RetentionSparesRunningTasks", testRetentionSparesRunning)
 	})
 }
 

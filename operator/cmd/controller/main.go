@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
+	"strconv"
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -24,6 +26,7 @@ func main() {
 		qps         float64
 		eventQPS    float64
 		burst       int
+		deleteQPS   float64
 	)
 	flag.StringVar(&imgs.GitInit, "git-init-image", "", "git-init image, pinned by digest (repository@sha256:...).")
 	flag.StringVar(&imgs.ContextInit, "context-init-image", "", "context-init image, pinned by digest (repository@sha256:...).")
@@ -43,6 +46,8 @@ func main() {
 	flag.IntVar(&burst, "kube-api-burst", 400, "Burst of queries to the API server.")
 	flag.Float64Var(&eventQPS, "event-qps", controller.DefaultEventQPS, "Events written per second at most; in a burst of Tasks the events trail their status by a few seconds.")
 	flag.IntVar(&opts.EventBurst, "event-burst", controller.DefaultEventBurst, "Burst of event writes above --event-qps.")
+	flag.Float64Var(&deleteQPS, "task-deletion-qps", controller.DefaultTaskDeletionQPS, "Finished Tasks deleted per second at most by retention (ttlSecondsAfterFinished, history limits), so that a backlog never slows the admission of new Tasks.")
+	flag.IntVar(&opts.TaskDeletionBurst, "task-deletion-burst", controller.DefaultTaskDeletionBurst, "Burst of retention deletions above --task-deletion-qps.")
 	flag.BoolVar(&showVersion, "version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -54,6 +59,9 @@ func main() {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
+	if limit, ok := memoryLimit(); ok {
+		log.Info("Set the Go memory limit from the container's", "bytes", limit)
+	}
 	opts.Images = imgs
 	opts.Version = version.Version
 
@@ -64,6 +72,7 @@ func main() {
 	}
 	cfg.QPS, cfg.Burst = float32(qps), burst
 	opts.EventQPS = float32(eventQPS)
+	opts.TaskDeletionQPS = float32(deleteQPS)
 	ctx := ctrl.SetupSignalHandler()
 	mgr, err := controller.NewManager(ctx, cfg, opts)
 	if err != nil {
@@ -75,4 +84,22 @@ func main() {
 		log.Error(err, "Controller stopped")
 		os.Exit(1)
 	}
+}
+
+// memoryLimit sets the Go runtime's soft memory limit to 90 % of the
+// container's memory limit, which the Deployment passes in
+// KUBEOPENCODE_MEMORY_LIMIT (bytes, from a resourceFieldRef), leaving the
+// rest for what the runtime does not count (the binary's own pages). An
+// explicit GOMEMLIMIT wins.
+func memoryLimit() (int64, bool) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return 0, false
+	}
+	limit, err := strconv.ParseInt(os.Getenv("KUBEOPENCODE_MEMORY_LIMIT"), 10, 64)
+	if err != nil || limit <= 0 {
+		return 0, false
+	}
+	limit = limit / 10 * 9
+	debug.SetMemoryLimit(limit)
+	return limit, true
 }

@@ -45,6 +45,8 @@ var readOnly = client.UnsafeDisableDeepCopy
 // gets a slot only if it is among the oldest waiting Tasks that fit, so the
 // queue is first in, first out.
 type admission struct {
+	// api reads Jobs the cache does not show (see jobFinishedNow).
+	api    client.Reader
 	mu     sync.Mutex
 	agents map[string]*agentSlots
 }
@@ -64,7 +66,9 @@ type agentSlots struct {
 	blocked map[types.UID]types.NamespacedName
 }
 
-func newAdmission() *admission { return &admission{agents: map[string]*agentSlots{}} }
+func newAdmission(api client.Reader) *admission {
+	return &admission{api: api, agents: map[string]*agentSlots{}}
+}
 
 func (a *admission) slots(key string) *agentSlots {
 	a.mu.Lock()
@@ -109,7 +113,7 @@ func waitsForSlot(t *v1alpha1.Task) bool {
 }
 
 // state reads an Agent's queue from the cache.
-func state(ctx context.Context, c client.Reader, agentKey, namespace, agentName string, reserved map[types.UID]string, ended map[types.UID]struct{}) (*queueState, error) {
+func state(ctx context.Context, c, api client.Reader, agentKey, namespace, agentName string, reserved map[types.UID]string, ended map[types.UID]struct{}) (*queueState, error) {
 	var tasks v1alpha1.TaskList
 	if err := c.List(ctx, &tasks, client.InNamespace(namespace), client.MatchingFields{indexTaskAgent: agentKey}, readOnly); err != nil {
 		return nil, err
@@ -144,7 +148,7 @@ func state(ctx context.Context, c client.Reader, agentKey, namespace, agentName 
 			if jobName == "" {
 				jobName = reservedJob
 			}
-			finished, err := jobFinishedInCache(ctx, c, namespace, jobName, t.UID)
+			finished, err := jobFinishedNow(ctx, c, api, namespace, jobName, t.UID)
 			if err != nil {
 				return nil, err
 			}
@@ -216,7 +220,7 @@ func (a *admission) admit(ctx context.Context, c client.Reader, task *v1alpha1.T
 	if _, mine := s.reserved[task.UID]; mine {
 		return true, 0, nil
 	}
-	q, err := state(ctx, c, key, task.Namespace, task.AgentName(), s.reserved, s.ended)
+	q, err := state(ctx, c, a.api, key, task.Namespace, task.AgentName(), s.reserved, s.ended)
 	if err != nil {
 		return false, 0, err
 	}
@@ -315,14 +319,21 @@ func (a *admission) markEnded(task *v1alpha1.Task) []types.NamespacedName {
 	return woken
 }
 
-// jobFinishedInCache tells whether the cache shows the Task's Job finished.
-// A Job the cache does not show (not created yet, or not seen yet) is not.
-func jobFinishedInCache(ctx context.Context, c client.Reader, namespace, name string, task types.UID) (bool, error) {
+// jobFinishedNow tells whether the Task's Job has finished. The cache holds
+// no Job that succeeded (see NewManager), so a Job it does not show is read
+// from the API server (api), where it may have succeeded, or not exist yet.
+// A Job that does not exist has not finished.
+func jobFinishedNow(ctx context.Context, c, api client.Reader, namespace, name string, task types.UID) (bool, error) {
 	if name == "" {
 		return false, nil
 	}
+	key := types.NamespacedName{Namespace: namespace, Name: name}
 	job := &batchv1.Job{}
-	err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, job, readOnly)
+	err := c.Get(ctx, key, job, readOnly)
+	if apierrors.IsNotFound(err) && api != nil {
+		job = &batchv1.Job{}
+		err = api.Get(ctx, key, job)
+	}
 	if apierrors.IsNotFound(err) {
 		return false, nil
 	}

@@ -85,7 +85,11 @@ func measureRawJobRate(b *testing.B) float64 {
 
 // measureRawJobs returns the raw rate and the server's CPU time per Job.
 func measureRawJobs(b *testing.B) (rate, cpuMs float64) {
-	ns := benchNamespace(b)
+	return measureRawJobsIn(b, benchNamespace(b))
+}
+
+// measureRawJobsIn creates the raw Jobs in namespace ns.
+func measureRawJobsIn(b *testing.B, ns string) (rate, cpuMs float64) {
 	agent := newAgent(ns, v1alpha1.DefaultAgentName, nil)
 	jobs := make([]*batchv1.Job, rawJobs)
 	for i := range jobs {
@@ -627,10 +631,16 @@ func createTasks(b *testing.B, ns string, names []string) map[string]time.Time {
 
 // parallel runs do(0..n-1) on 16 workers and returns the first error.
 func parallel(n int, do func(i int) error) error {
+	return parallelN(benchWorkers, n, do)
+}
+
+// parallelN runs do(0..n-1) on the given number of workers and returns the
+// first error.
+func parallelN(workers, n int, do func(i int) error) error {
 	next := make(chan int)
-	errs := make(chan error, benchWorkers)
+	errs := make(chan error, workers)
 	var wg sync.WaitGroup
-	for range benchWorkers {
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

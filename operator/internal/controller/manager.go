@@ -6,6 +6,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -49,6 +50,10 @@ type Options struct {
 	// DefaultEventBurst).
 	EventQPS   float32
 	EventBurst int
+	// TaskDeletionQPS and TaskDeletionBurst limit the deletions of finished
+	// Tasks by retention (zero: DefaultTaskDeletionQPS, DefaultTaskDeletionBurst).
+	TaskDeletionQPS   float32
+	TaskDeletionBurst int
 	// SkipNameValidation allows several managers in one process (tests).
 	SkipNameValidation bool
 }
@@ -61,13 +66,17 @@ func Scheme() *runtime.Scheme {
 	return s
 }
 
-// NewManager builds the controller manager with both reconcilers.
+// NewManager builds the controller manager with its reconcilers: Tasks,
+// Agents, and the retention of finished Tasks.
 //
 // The cache holds only what the controller owns: Tasks, Agents and the
 // KubeOpenCodeConfig, plus the Jobs and Pods labelled as belonging to a Task.
 // ConfigMaps are read straight from the API server when a Task needs them,
 // and Secrets are never read at all, so memory does not grow with unrelated
-// objects in the cluster.
+// objects in the cluster. Nor does it grow much with history: Jobs that
+// succeeded and pods that ended are not cached, and of the rest (finished
+// Tasks, failed Jobs) the cache keeps only what reconciliation reads (see
+// cache.go).
 func NewManager(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err := o.Images.Validate(); err != nil {
 		return nil, err
@@ -96,9 +105,16 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager,
 		RetryPeriod:                   nonZero(o.RetryPeriod),
 		Controller:                    config.Controller{SkipNameValidation: ptr.To(o.SkipNameValidation)},
 		Cache: cache.Options{
+			// See cache.go: each kind keeps only what reconciliation reads.
 			ByObject: map[client.Object]cache.ByObject{
-				&batchv1.Job{}: {Label: ownedSelector},
-				&corev1.Pod{}:  {Label: ownedSelector},
+				&v1alpha1.Task{}: {Transform: slimTask},
+				// Jobs that succeeded and pods that ended are left out
+				// altogether: the controller reads the few it still needs,
+				// when a Task ends, from the API server.
+				&batchv1.Job{}: {Label: ownedSelector, Field: fields.OneTermEqualSelector("status.successful", "0"), Transform: slimJob},
+				&corev1.Pod{}: {Label: ownedSelector, Transform: slimPod, Field: fields.AndSelectors(
+					fields.OneTermNotEqualSelector("status.phase", string(corev1.PodSucceeded)),
+					fields.OneTermNotEqualSelector("status.phase", string(corev1.PodFailed)))},
 			},
 			DefaultTransform: cache.TransformStripManagedFields(),
 		},
@@ -129,6 +145,13 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager,
 		return nil, err
 	}
 	if err := (&AgentReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	deleter := newTaskDeleter(mgr.GetClient(), o.TaskDeletionQPS, o.TaskDeletionBurst)
+	if err := (&TTLAfterFinishedReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr, deleter); err != nil {
+		return nil, err
+	}
+	if err := (&HistoryLimitReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr, deleter); err != nil {
 		return nil, err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

@@ -81,7 +81,7 @@ var (
 func registerMetrics(reader client.Reader) {
 	registerOnce.Do(func() {
 		collector = newTaskCollector(reader)
-		metrics.Registry.MustRegister(admissionLatency, eventsDropped, collector)
+		metrics.Registry.MustRegister(admissionLatency, eventsDropped, tasksDeleted, collector)
 	})
 	collector.mu.Lock()
 	collector.reader = reader

@@ -8,10 +8,12 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -30,12 +32,21 @@ import (
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
 // IndexTasks registers the field indexes the controllers use to find an
-// Agent's open Tasks and active Jobs.
+// Agent's open Tasks, finished Tasks and active Jobs.
 func IndexTasks(ctx context.Context, mgr ctrl.Manager) error {
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &v1alpha1.Task{}, indexTaskAgent, func(o client.Object) []string {
 		t := o.(*v1alpha1.Task)
 		if t.Status.Phase.IsTerminal() {
+			return nil
+		}
+		return []string{taskAgentKey(t)}
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &v1alpha1.Task{}, indexFinishedTaskAgent, func(o client.Object) []string {
+		t := o.(*v1alpha1.Task)
+		if !t.Status.Phase.IsTerminal() {
 			return nil
 		}
 		return []string{taskAgentKey(t)}
@@ -54,7 +65,7 @@ func IndexTasks(ctx context.Context, mgr ctrl.Manager) error {
 
 // SetupWithManager registers the Task controller. IndexTasks must have been called.
 func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
-	r.admission = newAdmission()
+	r.admission = newAdmission(r.APIReader)
 	r.kicks = make(chan event.GenericEvent, 1024)
 	if r.serviceAccounts == nil {
 		r.serviceAccounts = newServiceAccounts(r.APIReader)
@@ -63,7 +74,15 @@ func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 	c := mgr.GetCache()
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("task").
-		For(&v1alpha1.Task{}).
+		// Finished Tasks need nothing more from this controller; a restart
+		// lists them all, and leaving them out keeps new Tasks from queueing
+		// behind the history.
+		For(&v1alpha1.Task{}, builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(e event.CreateEvent) bool { return !e.Object.(*v1alpha1.Task).Status.Phase.IsTerminal() },
+			UpdateFunc: func(e event.UpdateEvent) bool {
+				return !e.ObjectOld.(*v1alpha1.Task).Status.Phase.IsTerminal() || !e.ObjectNew.(*v1alpha1.Task).Status.Phase.IsTerminal()
+			},
+		})).
 		// A Task that goes away hands its slot to the next in line (one that
 		// ends does so in ended, once its end is written).
 		Watches(&v1alpha1.Task{}, handler.Funcs{
@@ -78,7 +97,11 @@ func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 		}).
 		Watches(&batchv1.Job{}, handler.Funcs{
 			CreateFunc: func(ctx context.Context, e event.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				enqueueOwner(e.Object, q)
+				// A Job that had finished when the cache listed it concerns
+				// a Task that is enqueued on its own if it still runs.
+				if !jobFinished(e.Object.(*batchv1.Job)) {
+					enqueueOwner(e.Object, q)
+				}
 			},
 			UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 				enqueueOwner(e.ObjectNew, q)
@@ -100,6 +123,9 @@ func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 				return nil
 			}
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+		}), builder.WithPredicates(predicate.Funcs{
+			// Likewise a pod that had ended when the cache listed it.
+			CreateFunc: func(e event.CreateEvent) bool { return !podEnded(e.Object.(*corev1.Pod)) },
 		})).
 		// An Agent that appears or changes (a raised limit, say) wakes its Tasks.
 		Watches(&v1alpha1.Agent{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
@@ -146,4 +172,8 @@ func openTasks(ctx context.Context, c client.Reader, opts ...client.ListOption) 
 		}
 	}
 	return out
+}
+
+func podEnded(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
 }

@@ -161,7 +161,7 @@ func (r *TaskReconciler) ended(ctx context.Context, task *v1alpha1.Task) {
 	wake := r.admission.markEnded(task)
 	// A Task whose Job has finished handed its slot on when the Job did
 	// (the Job's watch woke the queue then); otherwise the slot frees now.
-	if done, err := jobFinishedInCache(ctx, r.Client, task.Namespace, task.Status.JobName, task.UID); err != nil || !done {
+	if done, err := jobFinishedNow(ctx, r.Client, r.APIReader, task.Namespace, task.Status.JobName, task.UID); err != nil || !done {
 		wake = append(wake, r.admission.nextInQueue(ctx, r.Client, task.Namespace, task.AgentName(), int(agentLimit(ctx, r.Client, task.Namespace, task.AgentName())))...)
 	}
 	for _, nn := range wake {
@@ -379,11 +379,14 @@ func (r *TaskReconciler) createOwned(ctx context.Context, task *v1alpha1.Task, o
 func (r *TaskReconciler) follow(ctx context.Context, task *v1alpha1.Task) (reconcile.Result, error) {
 	job := &batchv1.Job{}
 	key := types.NamespacedName{Namespace: task.Namespace, Name: task.Status.JobName}
+	cached := true
 	if err := r.Client.Get(ctx, key, job); err != nil {
 		if !apierrors.IsNotFound(err) {
 			return reconcile.Result{}, err
 		}
-		// The cache may not have caught up with a Job created a moment ago.
+		// The cache keeps no Job that succeeded, and may not have caught
+		// up with a Job created a moment ago.
+		cached = false
 		if err := r.APIReader.Get(ctx, key, job); err != nil {
 			if !apierrors.IsNotFound(err) {
 				return reconcile.Result{}, err
@@ -402,7 +405,17 @@ func (r *TaskReconciler) follow(ctx context.Context, task *v1alpha1.Task) (recon
 	}
 	o := jobOutcome(job, pods.Items)
 	if o.terminal {
-		return reconcile.Result{}, r.finish(ctx, task, o)
+		// Nor does it keep pods that ended: the outcome reads them from
+		// the API server.
+		if err := r.APIReader.List(ctx, pods, client.InNamespace(task.Namespace), client.MatchingLabels{jobbuilder.LabelTaskUID: string(task.UID)}); err != nil {
+			return reconcile.Result{}, err
+		}
+		return reconcile.Result{}, r.finish(ctx, task, jobOutcome(job, pods.Items))
+	}
+	if !cached {
+		// A Job the cache does not show sends no more events here (it
+		// succeeded, and its conditions are still being written): look again.
+		return reconcile.Result{RequeueAfter: time.Second}, nil
 	}
 	if t := podTrouble(newestPod(pods.Items)); t != nil {
 		return r.troubled(ctx, task, job, t)
@@ -434,6 +447,12 @@ func (r *TaskReconciler) noPod(ctx context.Context, task *v1alpha1.Task, job *ba
 	if age < grace {
 		return reconcile.Result{RequeueAfter: grace - age + 100*time.Millisecond}, nil, true
 	}
+	// The cache keeps no pod template (see slimJob): read the whole Job.
+	full := &batchv1.Job{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(job), full); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err), true
+	}
+	job = full
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: job.Name + "-", Namespace: job.Namespace,
