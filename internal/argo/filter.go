@@ -66,132 +66,146 @@ type payloadField struct {
 	Name string `json:"name"`
 }
 
-// filterEvent decides whether the dependency accepts the event, as Argo's
-// Sensor does before any trigger sees it. The returned reason says, for a
-// rejected event, which filter rejected it and why.
-func (d *eventDependency) filterEvent(ev Event) (bool, string, error) {
+// filterOutcome is what the Sensor makes of one event for one dependency.
+type filterOutcome struct {
+	pass bool
+	// err is the filtering error the Sensor logs (at Warn) with the event;
+	// the Sensor logs nothing else about which filter dropped an event.
+	err error
+	// reason is the emulator's own account of a drop: which filter and why.
+	reason string
+}
+
+// filterEvent decides whether the dependency accepts the event, following
+// the Sensor's order and error handling. An error is returned only for
+// what the emulator does not reproduce.
+func (d *eventDependency) filterEvent(ev Event) (filterOutcome, error) {
 	if d.Transform != nil {
-		return false, "", fmt.Errorf("dependency %q: transform is not emulated", d.Name)
+		return filterOutcome{}, fmt.Errorf("dependency %q: transform is not emulated", d.Name)
 	}
 	f := d.Filters
 	if f == nil {
-		return true, "", nil
+		return filterOutcome{pass: true}, nil
 	}
 	if f.Time != nil {
-		return false, "", fmt.Errorf("dependency %q: filters.time is not emulated", d.Name)
+		return filterOutcome{}, fmt.Errorf("dependency %q: filters.time is not emulated", d.Name)
 	}
 	if f.Script != "" {
-		return false, "", fmt.Errorf("dependency %q: filters.script is not emulated", d.Name)
+		return filterOutcome{}, fmt.Errorf("dependency %q: filters.script is not emulated", d.Name)
 	}
-	op, err := logicalOperator(d.FiltersLogicalOperator, "filtersLogicalOperator")
-	if err != nil {
-		return false, "", fmt.Errorf("dependency %q: %w", d.Name, err)
+	for field, op := range map[string]string{
+		"filtersLogicalOperator":      d.FiltersLogicalOperator,
+		"filters.exprLogicalOperator": f.ExprLogicalOperator,
+		"filters.dataLogicalOperator": f.DataLogicalOperator,
+	} {
+		if op != "" && op != logicalAnd && op != logicalOr {
+			// The Sensor controller rejects the Sensor.
+			return filterOutcome{}, fmt.Errorf("dependency %q: %s %q must be \"and\", \"or\" or empty", d.Name, field, op)
+		}
 	}
+	or := d.FiltersLogicalOperator == logicalOr
 
-	type outcome struct {
-		set    bool
-		pass   bool
-		reason string
-	}
-	var outcomes []outcome
-	if f.Exprs != nil {
-		pass, reason, err := filterExprs(f.Exprs, f.ExprLogicalOperator, ev.Data)
-		if err != nil {
-			return false, "", fmt.Errorf("dependency %q: %w", d.Name, err)
+	var errs, reasons []string
+	expr := filterExprs(f.Exprs, f.ExprLogicalOperator, ev.Data)
+	if expr.err != nil {
+		if !or {
+			return expr, nil
 		}
-		outcomes = append(outcomes, outcome{true, pass, reason})
+		errs = append(errs, expr.err.Error())
 	}
-	if len(f.Data) > 0 {
-		pass, reason, err := filterData(f.Data, f.DataLogicalOperator, ev.Data)
-		if err != nil {
-			return false, "", fmt.Errorf("dependency %q: %w", d.Name, err)
+	data := filterData(f.Data, f.DataLogicalOperator, ev.Data)
+	if data.err != nil {
+		if !or {
+			return data, nil
 		}
-		outcomes = append(outcomes, outcome{true, pass, reason})
+		errs = append(errs, data.err.Error())
 	}
-	if f.Context != nil {
-		pass, reason := filterContext(f.Context, ev.Context)
-		outcomes = append(outcomes, outcome{true, pass, reason})
-	}
-
-	var reasons []string
-	for _, o := range outcomes {
-		if op == logicalOr && o.pass {
-			return true, "", nil
-		}
-		if !o.pass {
+	ctx := filterContext(f.Context, ev.Context)
+	for _, o := range []filterOutcome{expr, data, ctx} {
+		if !o.pass && o.reason != "" {
 			reasons = append(reasons, o.reason)
 		}
 	}
-	if op == logicalOr {
-		// Like Argo, "or" over no filter at all passes nothing.
-		return false, strings.Join(reasons, "; "), nil
+	if or {
+		pass := (f.Exprs != nil && expr.pass) || (f.Data != nil && data.pass) || (f.Context != nil && ctx.pass)
+		out := filterOutcome{pass: pass}
+		if len(errs) > 0 {
+			out.err = errors.New(strings.Join(errs, " / "))
+		}
+		if !pass {
+			out.reason = strings.Join(reasons, "; ")
+			if out.reason == "" {
+				out.reason = "filtersLogicalOperator is or, and no filter passed"
+			}
+		}
+		return out, nil
 	}
-	if len(reasons) > 0 {
-		return false, reasons[0], nil
+	if expr.pass && data.pass && ctx.pass {
+		return filterOutcome{pass: true}, nil
 	}
-	return true, "", nil
+	return filterOutcome{reason: reasons[0]}, nil
 }
 
-func logicalOperator(op, field string) (string, error) {
-	switch strings.ToLower(op) {
-	case "", logicalAnd:
-		return logicalAnd, nil
-	case logicalOr:
-		return logicalOr, nil
-	default:
-		return "", fmt.Errorf("%s %q must be \"and\" or \"or\"", field, op)
-	}
+// filterError formats an error as the Sensor does: "data filter error (...)".
+func filterError(kind, format string, args ...any) error {
+	return fmt.Errorf("%s filter error (%s)", kind, fmt.Sprintf(format, args...))
 }
 
-// filterData applies data filters. A filter that cannot be evaluated (a
-// missing path, an unparsable value) counts as not matching, which is what
-// the Sensor does after logging the error.
-func filterData(filters []dataFilter, operator string, data []byte) (bool, string, error) {
-	return combine(filters, operator, "dataLogicalOperator", "data filter", data, matchDataFilter)
-}
-
-// combine applies filters of one kind under their logical operator ("and",
-// the default, or "or") and says which filter rejected the event.
-func combine[F any](filters []F, operator, field, kind string, data []byte, match func(F, []byte) (bool, string)) (bool, string, error) {
-	op, err := logicalOperator(operator, field)
-	if err != nil {
-		return false, "", err
+// filterData applies data filters as the Sensor does: with "and" (the
+// default) a missing path or a bad value is an error, a value that does not
+// match is a plain drop; with "or" the first match passes and the problems
+// of the others are collected.
+func filterData(filters []dataFilter, operator string, data []byte) filterOutcome {
+	if len(filters) == 0 || data == nil {
+		return filterOutcome{pass: true}
 	}
 	if !gjson.ValidBytes(data) {
-		return false, kind + ": event data is not valid JSON", nil
+		return filterOutcome{err: filterError("data", "event data not valid JSON"), reason: "data filter: event data is not valid JSON"}
 	}
-	var reasons []string
+	or := operator == logicalOr
+	var errs, reasons []string
 	for _, f := range filters {
-		ok, reason := match(f, data)
-		if ok && op == logicalOr {
-			return true, "", nil
-		}
-		if !ok {
-			if op == logicalAnd {
-				return false, reason, nil
-			}
+		ok, reason, err := matchDataFilter(f, data)
+		switch {
+		case err != nil && !or:
+			return filterOutcome{err: filterError("data", "%s", err), reason: reason}
+		case err != nil:
+			errs = append(errs, err.Error())
+			reasons = append(reasons, reason)
+		case ok && or:
+			return filterOutcome{pass: true}
+		case !ok && !or:
+			return filterOutcome{reason: reason}
+		case !ok:
 			reasons = append(reasons, reason)
 		}
 	}
-	if op == logicalOr {
-		return false, strings.Join(reasons, "; "), nil
+	if !or {
+		return filterOutcome{pass: true}
 	}
-	return true, "", nil
+	out := filterOutcome{reason: strings.Join(reasons, "; ")}
+	if len(errs) > 0 {
+		out.err = fmt.Errorf("data filter errors [%s]", strings.Join(errs, " / "))
+	}
+	return out
 }
 
-func matchDataFilter(f dataFilter, data []byte) (bool, string) {
+// matchDataFilter tests one data filter. err is what the Sensor reports as
+// a filtering error; reason always says, in the emulator's words, why the
+// filter did not match.
+func matchDataFilter(f dataFilter, data []byte) (ok bool, reason string, err error) {
 	where := "data filter " + f.Path
 	res := gjson.GetBytes(data, f.Path)
 	if !res.Exists() {
-		return false, where + ": path does not exist in the event"
+		return false, where + ": path does not exist in the event", fmt.Errorf("path '%s' does not exist", f.Path)
 	}
 	if len(f.Value) == 0 {
-		return false, where + ": no values specified"
+		return false, where + ": no values specified", errors.New("no values specified")
 	}
 	if f.Template != "" {
 		out, err := executeTemplate(f.Template, res.String())
 		if err != nil {
-			return false, where + ": " + err.Error()
+			return false, where + ": " + err.Error(), err
 		}
 		res = gjson.Parse(strconv.Quote(out))
 	}
@@ -200,29 +214,29 @@ func matchDataFilter(f dataFilter, data []byte) (bool, string) {
 		for _, v := range f.Value {
 			want, err := strconv.ParseBool(v)
 			if err != nil {
-				return false, fmt.Sprintf("%s: value %q is not a bool", where, v)
+				return false, fmt.Sprintf("%s: value %q is not a bool", where, v), err
 			}
 			if want == res.Bool() {
-				return true, ""
+				return true, "", nil
 			}
 		}
-		return false, fmt.Sprintf("%s: %s is none of %v", where, res.Raw, f.Value)
+		return false, fmt.Sprintf("%s: %s is none of %v", where, res.Raw, f.Value), nil
 	case "number":
 		for _, v := range f.Value {
 			want, err := strconv.ParseFloat(v, 64)
 			if err != nil {
-				return false, fmt.Sprintf("%s: value %q is not a number", where, v)
+				return false, fmt.Sprintf("%s: value %q is not a number", where, v), err
 			}
 			if compareNumbers(res.Float(), want, f.Comparator) {
-				return true, ""
+				return true, "", nil
 			}
 		}
-		return false, fmt.Sprintf("%s: %s is not %s any of %v", where, res.Raw, comparatorText(f.Comparator), f.Value)
+		return false, fmt.Sprintf("%s: %s is not %s any of %v", where, res.Raw, comparatorText(f.Comparator), f.Value), nil
 	case "string":
 		for _, v := range f.Value {
 			re, err := regexp.Compile(v)
 			if err != nil {
-				return false, fmt.Sprintf("%s: value %q is not a regular expression: %v", where, v, err)
+				return false, fmt.Sprintf("%s: value %q is not a regular expression: %v", where, v, err), err
 			}
 			// Argo matches the pattern anywhere in the value (no implicit
 			// anchors), so "opened" also matches "reopened".
@@ -230,20 +244,20 @@ func matchDataFilter(f dataFilter, data []byte) (bool, string) {
 			switch f.Comparator {
 			case "", "=":
 				if matched {
-					return true, ""
+					return true, "", nil
 				}
 			case "!=":
 				if !matched {
-					return true, ""
+					return true, "", nil
 				}
 			}
 		}
 		if f.Comparator == "!=" {
-			return false, fmt.Sprintf("%s: %q matches each of %q", where, res.String(), f.Value)
+			return false, fmt.Sprintf("%s: %q matches each of %q", where, res.String(), f.Value), nil
 		}
-		return false, fmt.Sprintf("%s: %q matches none of %q", where, res.String(), f.Value)
+		return false, fmt.Sprintf("%s: %q matches none of %q", where, res.String(), f.Value), nil
 	default:
-		return false, fmt.Sprintf("%s: unsupported type %q (want bool, number or string)", where, f.Type)
+		return false, fmt.Sprintf("%s: unsupported type %q (want bool, number or string)", where, f.Type), fmt.Errorf("unsupported JSON type '%s'", f.Type)
 	}
 }
 
@@ -272,41 +286,69 @@ func comparatorText(c string) string {
 	return c
 }
 
-// filterExprs evaluates expression filters with govaluate, the library
-// Argo's Sensor uses; each field's gjson path becomes a named parameter.
-func filterExprs(filters []exprFilter, operator string, data []byte) (bool, string, error) {
-	return combine(filters, operator, "exprLogicalOperator", "expr filter", data, matchExpr)
-}
-
-func matchExpr(f exprFilter, data []byte) (bool, string) {
-	where := fmt.Sprintf("expr filter %q", f.Expr)
-	params := map[string]any{}
-	for _, field := range f.Fields {
-		res := gjson.GetBytes(data, field.Path)
-		if !res.Exists() {
-			return false, fmt.Sprintf("%s: path %s does not exist in the event", where, field.Path)
+// filterExprs evaluates expression filters with govaluate, as the Sensor
+// does; each field's gjson path becomes a named parameter, and an
+// expression without fields is skipped.
+func filterExprs(filters []exprFilter, operator string, data []byte) filterOutcome {
+	if filters == nil || data == nil {
+		return filterOutcome{pass: true}
+	}
+	if !gjson.ValidBytes(data) {
+		return filterOutcome{err: filterError("expr", "event data not valid JSON"), reason: "expr filter: event data is not valid JSON"}
+	}
+	or := operator == logicalOr
+	var errs, reasons []string
+	for _, f := range filters {
+		where := fmt.Sprintf("expr filter %q", f.Expr)
+		params := map[string]any{}
+		var missing error
+		for _, field := range f.Fields {
+			res := gjson.GetBytes(data, field.Path)
+			if !res.Exists() {
+				missing = fmt.Errorf("path '%s' does not exist", field.Path)
+				break
+			}
+			params[field.Name] = res.Value()
 		}
-		params[field.Name] = res.Value()
+		var result any
+		err := missing
+		if err == nil {
+			if len(params) == 0 {
+				continue
+			}
+			var e *govaluate.EvaluableExpression
+			if e, err = govaluate.NewEvaluableExpression(f.Expr); err == nil {
+				result, err = e.Evaluate(params)
+			}
+		}
+		switch {
+		case err != nil && !or:
+			return filterOutcome{err: filterError("expr", "%s", err), reason: where + ": " + err.Error()}
+		case err != nil:
+			errs = append(errs, err.Error())
+			reasons = append(reasons, where+": "+err.Error())
+		case result == true && or:
+			return filterOutcome{pass: true}
+		case result != true && !or:
+			return filterOutcome{reason: fmt.Sprintf("%s is false for %v", where, params)}
+		case result != true:
+			reasons = append(reasons, fmt.Sprintf("%s is false for %v", where, params))
+		}
 	}
-	if len(params) == 0 {
-		// Argo skips an expression without fields.
-		return true, ""
+	if !or {
+		return filterOutcome{pass: true}
 	}
-	expr, err := govaluate.NewEvaluableExpression(f.Expr)
-	if err != nil {
-		return false, fmt.Sprintf("%s: %v", where, err)
+	out := filterOutcome{reason: strings.Join(reasons, "; ")}
+	if len(errs) > 0 {
+		out.err = fmt.Errorf("expr filter errors [%s]", strings.Join(errs, " / "))
 	}
-	result, err := expr.Evaluate(params)
-	if err != nil {
-		return false, fmt.Sprintf("%s: %v", where, err)
-	}
-	if result != true {
-		return false, fmt.Sprintf("%s is false for %v", where, params)
-	}
-	return true, ""
+	return out
 }
 
-func filterContext(want *EventContextFilter, got EventContext) (bool, string) {
+func filterContext(want *EventContextFilter, got EventContext) filterOutcome {
+	if want == nil {
+		return filterOutcome{pass: true}
+	}
 	check := func(field, want, got string) string {
 		if want != "" && want != got {
 			return fmt.Sprintf("context filter: %s is %q, not %q", field, got, want)
@@ -320,10 +362,10 @@ func filterContext(want *EventContextFilter, got EventContext) (bool, string) {
 		check("datacontenttype", want.DataContentType, got.DataContentType),
 	} {
 		if r != "" {
-			return false, r
+			return filterOutcome{reason: r}
 		}
 	}
-	return true, ""
+	return filterOutcome{pass: true}
 }
 
 // executeTemplate runs a Go template with sprig's functions over
