@@ -196,8 +196,8 @@ func GitHubRequest(eventType, deliveryID string, payload []byte, secret []byte) 
 	header("X-GitHub-Hook-Installation-Target-ID", "712940385")
 	header("X-GitHub-Hook-Installation-Target-Type", "repository")
 	if len(secret) > 0 {
-		header("X-Hub-Signature", "sha1="+sign(sha1.New, secret, payload))
-		header("X-Hub-Signature-256", "sha256="+sign(sha256.New, secret, payload))
+		header("X-Hub-Signature", "sha1="+sign(newSHA1, secret, payload))
+		header("X-Hub-Signature-256", "sha256="+sign(newSHA256, secret, payload))
 	}
 	raw.WriteString("\r\n")
 	raw.Write(payload)
@@ -226,3 +226,9 @@ func GitHubEventData(eventType, deliveryID string, payload []byte) ([]byte, erro
 	}
 	return data, nil
 }
+
+// The hash constructors signatures use, named for the tests.
+var (
+	newSHA1   = sha1.New
+	newSHA256 = sha256.New
+)
