@@ -21,12 +21,17 @@ type DeadTriggerError struct {
 	Sensor     string
 	Trigger    string
 	Conditions string
-	// Log is the error line the Sensor writes at start-up.
+	// Log is the error line the Sensor writes at start-up; empty when it
+	// writes none.
 	Log string
 	Err error
 }
 
 func (e *DeadTriggerError) Error() string {
+	if e.Log == "" {
+		return fmt.Sprintf("Sensor %s: trigger %q can never fire: conditions %q: %v (the Sensor logs nothing about it)",
+			e.Sensor, e.Trigger, e.Conditions, e.Err)
+	}
 	return fmt.Sprintf("Sensor %s: trigger %q can never fire: conditions %q: %v (the Sensor logs %q at start-up and never runs the trigger)",
 		e.Sensor, e.Trigger, e.Conditions, e.Err, e.Log)
 }
@@ -94,6 +99,12 @@ func ParseConditions(conditions string, dependencies []string) (expression *Depe
 				Log: fmt.Sprintf("Dependency expression and dependency list do not match, %s is not found", v)}
 		}
 		deps = append(deps, v)
+	}
+	if len(deps) == 0 {
+		// "true", for instance: the Sensor subscribes the trigger to no
+		// event at all, silently.
+		return nil, &DeadTriggerError{Conditions: conditions,
+			Err: fmt.Errorf("the dependency expression %q names no dependency, so the trigger is subscribed to no event", text)}
 	}
 	return &DependencyExpression{
 		Text:         text,
