@@ -73,7 +73,8 @@ const TestWebhookSecret = "kubeopencode-test-webhook-secret"
 type GitHubEventSource struct {
 	// Secret is the webhook secret (webhookSecret); empty for none.
 	Secret []byte
-	// MaxPayloadSize is webhook.maxPayloadSize; 0 means the default.
+	// MaxPayloadSize is webhook.maxPayloadSize; 0 means the default and a
+	// negative value stands for an explicit 0, which rejects every body.
 	MaxPayloadSize int64
 }
 
@@ -99,6 +100,9 @@ func (s GitHubEventSource) Receive(r *http.Request) ([]byte, error) {
 	limit := s.MaxPayloadSize
 	if limit == 0 {
 		limit = DefaultMaxPayloadSize
+	}
+	if limit < 0 {
+		limit = 0
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, limit))
 	if err != nil {
@@ -232,3 +236,36 @@ var (
 	newSHA1   = sha1.New
 	newSHA256 = sha256.New
 )
+
+// NewGitHubEventSource reads the settings of one GitHub event of an
+// EventSource manifest (spec.github.<eventName>) that decide which
+// deliveries it accepts: the webhook's maxPayloadSize. Field names match in
+// their exact case, as when Argo reads the EventSource.
+func NewGitHubEventSource(eventSource map[string]any, eventName string, secret []byte) (GitHubEventSource, error) {
+	raw, err := json.Marshal(eventSource["spec"])
+	if err != nil {
+		return GitHubEventSource{}, err
+	}
+	var spec struct {
+		GitHub map[string]struct {
+			Webhook *struct {
+				MaxPayloadSize *int64 `json:"maxPayloadSize"`
+			} `json:"webhook"`
+		} `json:"github"`
+	}
+	if err := unmarshalArgo(raw, &spec); err != nil {
+		return GitHubEventSource{}, fmt.Errorf("EventSource %s: spec: %w", objectName(eventSource), err)
+	}
+	gh, ok := spec.GitHub[eventName]
+	if !ok {
+		return GitHubEventSource{}, fmt.Errorf("EventSource %s has no spec.github.%s", objectName(eventSource), eventName)
+	}
+	s := GitHubEventSource{Secret: secret}
+	if gh.Webhook != nil && gh.Webhook.MaxPayloadSize != nil {
+		s.MaxPayloadSize = *gh.Webhook.MaxPayloadSize
+		if s.MaxPayloadSize <= 0 {
+			s.MaxPayloadSize = -1
+		}
+	}
+	return s, nil
+}

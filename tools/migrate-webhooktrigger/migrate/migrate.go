@@ -346,25 +346,9 @@ func migrateOne(raw []byte, opts Options, res *Result) error {
 		add("", true, true, "a rule matches push events, whose deliveries GitHub sends at up to 25 MB: webhook.maxPayloadSize is set to %d (the EventSource's default, 1 MiB, rejects larger pushes with HTTP 400); the EventBus must carry such events too: raise the EventBus's spec.jetstream.maxPayload (default 1MB) to at least 26MB (see docs/argo-events.md, Large deliveries)", argo.GitHubMaxPayloadSize)
 	}
 
-	// Every trigger's conditions must survive the Sensor's own parsing of
-	// them, or the Sensor accepts the trigger and never runs it.
-	var deps, triggers []any
-	var allDeps []string
-	for _, r := range rules {
-		for _, d := range r.deps {
-			allDeps = append(allDeps, d["name"].(string))
-		}
-	}
-	for _, r := range rules {
-		if _, err := argo.ParseConditions(r.conditions, allDeps); err != nil {
-			add(r.name, false, false, "the Sensor could not use the trigger's conditions %q: %v; the rule was left out", r.conditions, err)
-			continue
-		}
-		for _, d := range r.deps {
-			deps = append(deps, d)
-		}
-		triggers = append(triggers, r.trigger)
-	}
+	deps, triggers := usableTriggers(rules, func(rule string, err error) {
+		add(rule, false, false, "%v; the rule was left out", err)
+	})
 
 	meta := func(name string) map[string]any {
 		m := map[string]any{"name": name}
@@ -422,6 +406,30 @@ type sensorRule struct {
 	conditions string
 	trigger    map[string]any
 	deps       []map[string]any
+}
+
+// usableTriggers returns the dependencies and triggers of the rules whose
+// conditions survive the Sensor's own translation and parsing of them
+// (argo.ParseConditions): a trigger whose conditions do not is accepted by
+// Argo and never runs, so its rule is reported through fail instead.
+func usableTriggers(rules []*sensorRule, fail func(rule string, err error)) (deps, triggers []any) {
+	var all []string
+	for _, r := range rules {
+		for _, d := range r.deps {
+			all = append(all, d["name"].(string))
+		}
+	}
+	for _, r := range rules {
+		if _, err := argo.ParseConditions(r.conditions, all); err != nil {
+			fail(r.name, fmt.Errorf("Argo's Sensor cannot use the conditions %q of trigger %s: %w", r.conditions, r.trigger["template"].(map[string]any)["name"], err))
+			continue
+		}
+		for _, d := range r.deps {
+			deps = append(deps, d)
+		}
+		triggers = append(triggers, r.trigger)
+	}
+	return deps, triggers
 }
 
 // nameSet hands out unique trigger and dependency names, deterministically:

@@ -291,7 +291,7 @@ var trustedFields = map[string]bool{
 	"author_association": true, "state": true, "draft": true, "merged": true, "type": true,
 	"X-GitHub-Event": true, "X-GitHub-Delivery": true, "node_id": true, "created_at": true,
 	"updated_at": true, "default_branch": true, "private": true, "visibility": true,
-	"before": true, "after": true, "additions": true, "deletions": true, "changed_files": true,
+	"before": true, "after": true, "additions": true, "deletions": true, "changed_files": true, "pushed_at": true,
 }
 
 // untrustedFields returns the fields of a template that carry text written
