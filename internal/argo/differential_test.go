@@ -188,18 +188,31 @@ func TestEmulatorAgreesWithExprOnEveryTrigger(t *testing.T) {
 		spec, err := decodeSensor(sensor)
 		require.NoError(t, err)
 		deps := spec.dependencyNameList()
-		require.Less(t, len(deps), 12, "%s: too many dependencies to try every combination", key)
 		for _, tr := range spec.Triggers {
 			var tmpl triggerTemplate
 			require.NoError(t, unmarshalArgo(tr.Template, &tmpl))
-			for mask := 0; mask < 1<<len(deps); mask++ {
+			// Every combination of the dependencies the conditions mention;
+			// the events of all others always arrive, and must not matter.
+			var varied, others []string
+			for _, d := range deps {
+				if tmpl.Conditions == "" || strings.Contains(tmpl.Conditions, d) {
+					varied = append(varied, d)
+				} else {
+					others = append(others, d)
+				}
+			}
+			require.Less(t, len(varied), 10, "%s: too many dependencies to try every combination", key)
+			for mask := 0; mask < 1<<len(varied); mask++ {
 				passed := map[string]bool{}
 				events := map[string][]byte{}
-				for i, d := range deps {
+				for i, d := range varied {
 					if mask&(1<<i) != 0 {
 						passed[d] = true
 						events[d] = data
 					}
+				}
+				for _, d := range others {
+					events[d] = data
 				}
 				wantDead, wantFires := conditionsOracle(tmpl.Conditions, deps, passed)
 				objs, err := RenderTriggerAll(sensor, tmpl.Name, events)

@@ -166,6 +166,36 @@ func TestSensorServiceAccountCreatesRenderedTasksAndNothingElse(t *testing.T) {
 		_, err := sensorClient.Resource(agents).Namespace(namespace).Create(ctx, agent, metav1.CreateOptions{})
 		forbidden(t, "create Agent", err)
 	})
+	t.Run("a misspelled dataKey leaves a Task the API server rejects", func(t *testing.T) {
+		// Argo reads the Sensor with exact field names, so datakey is gone and
+		// the parameter receives the whole event: the Task is never created.
+		s := shippedSensor(t)
+		triggers, _, err := unstructured.NestedSlice(s.Object, "spec", "triggers")
+		require.NoError(t, err)
+		params := triggers[0].(map[string]any)["template"].(map[string]any)["k8s"].(map[string]any)["parameters"].([]any)
+		misspelt := false
+		for _, p := range params {
+			p := p.(map[string]any)
+			if p["dest"] == "spec.contexts.0.git.ref" {
+				src := p["src"].(map[string]any)
+				src["datakey"] = src["dataKey"]
+				delete(src, "dataKey")
+				misspelt = true
+			}
+		}
+		require.True(t, misspelt)
+		require.NoError(t, unstructured.SetNestedSlice(s.Object, triggers, "spec", "triggers"))
+		obj, err := argo.RenderTrigger(s, "review-pull-request", map[string][]byte{
+			"pull-request": delivery(t, "pull_request", "pull_request.opened.json"),
+		})
+		require.NoError(t, err, "the Sensor renders the Task; the API server is what refuses it")
+		ref, _, _ := unstructured.NestedSlice(obj.Object, "spec", "contexts")
+		t.Logf("rendered git.ref is %d bytes", len(ref[0].(map[string]any)["git"].(map[string]any)["ref"].(string)))
+		_, err = sensorClient.Resource(tasks).Namespace(namespace).Create(ctx, obj, metav1.CreateOptions{})
+		require.Error(t, err)
+		assert.True(t, apierrors.IsInvalid(err), "want Invalid, got %v", err)
+		assert.Contains(t, err.Error(), "spec.contexts[0].git.ref")
+	})
 	t.Run("cannot read Secrets", func(t *testing.T) {
 		_, err := sensorClient.Resource(secrets).Namespace(namespace).List(ctx, metav1.ListOptions{})
 		forbidden(t, "list Secrets", err)
