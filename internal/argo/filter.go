@@ -151,33 +151,49 @@ func filterError(kind, format string, args ...any) error {
 	return fmt.Errorf("%s filter error (%s)", kind, fmt.Sprintf(format, args...))
 }
 
-// filterData applies data filters as the Sensor does: with "and" (the
-// default) a missing path or a bad value is an error, a value that does not
-// match is a plain drop; with "or" the first match passes and the problems
-// of the others are collected.
+// filterData applies data filters as the Sensor does (see combineFilters).
 func filterData(filters []dataFilter, operator string, data []byte) filterOutcome {
 	if len(filters) == 0 || data == nil {
 		return filterOutcome{pass: true}
 	}
+	return combineFilters("data", filters, operator, data, matchDataFilter)
+}
+
+// match is one filter's verdict: it matched, it does not count (an
+// expression without fields), or it did not match, with the emulator's
+// reason and, where the Sensor sees one, the filtering error.
+type match struct {
+	ok, skip bool
+	reason   string
+	err      error
+}
+
+// combineFilters applies filters of one kind ("data" or "expr") under their
+// logical operator, as the Sensor does: with "and" (the default) a filter
+// that cannot be evaluated (a missing path, a bad value) is a filtering
+// error and a value that does not match a plain drop; with "or" the first
+// match passes and the errors of the others are collected.
+func combineFilters[F any](kind string, filters []F, operator string, data []byte, test func(F, []byte) match) filterOutcome {
 	if !gjson.ValidBytes(data) {
-		return filterOutcome{err: filterError("data", "event data not valid JSON"), reason: "data filter: event data is not valid JSON"}
+		return filterOutcome{err: filterError(kind, "event data not valid JSON"), reason: kind + " filter: event data is not valid JSON"}
 	}
 	or := operator == logicalOr
 	var errs, reasons []string
 	for _, f := range filters {
-		ok, reason, err := matchDataFilter(f, data)
+		m := test(f, data)
 		switch {
-		case err != nil && !or:
-			return filterOutcome{err: filterError("data", "%s", err), reason: reason}
-		case err != nil:
-			errs = append(errs, err.Error())
-			reasons = append(reasons, reason)
-		case ok && or:
+		case m.skip:
+		case m.err != nil && !or:
+			return filterOutcome{err: filterError(kind, "%s", m.err), reason: m.reason}
+		case m.err != nil:
+			errs = append(errs, m.err.Error())
+			reasons = append(reasons, m.reason)
+		case m.ok && or:
 			return filterOutcome{pass: true}
-		case !ok && !or:
-			return filterOutcome{reason: reason}
-		case !ok:
-			reasons = append(reasons, reason)
+		case !m.ok && !or:
+			return filterOutcome{reason: m.reason}
+		case !m.ok:
+			reasons = append(reasons, m.reason)
 		}
 	}
 	if !or {
@@ -185,27 +201,27 @@ func filterData(filters []dataFilter, operator string, data []byte) filterOutcom
 	}
 	out := filterOutcome{reason: strings.Join(reasons, "; ")}
 	if len(errs) > 0 {
-		out.err = fmt.Errorf("data filter errors [%s]", strings.Join(errs, " / "))
+		out.err = fmt.Errorf("%s filter errors [%s]", kind, strings.Join(errs, " / "))
 	}
 	return out
 }
 
-// matchDataFilter tests one data filter. err is what the Sensor reports as
-// a filtering error; reason always says, in the emulator's words, why the
-// filter did not match.
-func matchDataFilter(f dataFilter, data []byte) (ok bool, reason string, err error) {
+// matchDataFilter tests one data filter. The error is what the Sensor
+// reports as a filtering error; the reason says, in the emulator's words,
+// why the filter did not match.
+func matchDataFilter(f dataFilter, data []byte) match {
 	where := "data filter " + f.Path
 	res := gjson.GetBytes(data, f.Path)
 	if !res.Exists() {
-		return false, where + ": path does not exist in the event", fmt.Errorf("path '%s' does not exist", f.Path)
+		return match{reason: where + ": path does not exist in the event", err: fmt.Errorf("path '%s' does not exist", f.Path)}
 	}
 	if len(f.Value) == 0 {
-		return false, where + ": no values specified", errors.New("no values specified")
+		return match{reason: where + ": no values specified", err: errors.New("no values specified")}
 	}
 	if f.Template != "" {
 		out, err := executeTemplate(f.Template, res.String())
 		if err != nil {
-			return false, where + ": " + err.Error(), err
+			return match{reason: where + ": " + err.Error(), err: err}
 		}
 		res = gjson.Parse(strconv.Quote(out))
 	}
@@ -214,29 +230,29 @@ func matchDataFilter(f dataFilter, data []byte) (ok bool, reason string, err err
 		for _, v := range f.Value {
 			want, err := strconv.ParseBool(v)
 			if err != nil {
-				return false, fmt.Sprintf("%s: value %q is not a bool", where, v), err
+				return match{reason: fmt.Sprintf("%s: value %q is not a bool", where, v), err: err}
 			}
 			if want == res.Bool() {
-				return true, "", nil
+				return match{ok: true}
 			}
 		}
-		return false, fmt.Sprintf("%s: %s is none of %v", where, res.Raw, f.Value), nil
+		return match{reason: fmt.Sprintf("%s: %s is none of %v", where, res.Raw, f.Value)}
 	case "number":
 		for _, v := range f.Value {
 			want, err := strconv.ParseFloat(v, 64)
 			if err != nil {
-				return false, fmt.Sprintf("%s: value %q is not a number", where, v), err
+				return match{reason: fmt.Sprintf("%s: value %q is not a number", where, v), err: err}
 			}
 			if compareNumbers(res.Float(), want, f.Comparator) {
-				return true, "", nil
+				return match{ok: true}
 			}
 		}
-		return false, fmt.Sprintf("%s: %s is not %s any of %v", where, res.Raw, comparatorText(f.Comparator), f.Value), nil
+		return match{reason: fmt.Sprintf("%s: %s is not %s any of %v", where, res.Raw, comparatorText(f.Comparator), f.Value)}
 	case "string":
 		for _, v := range f.Value {
 			re, err := regexp.Compile(v)
 			if err != nil {
-				return false, fmt.Sprintf("%s: value %q is not a regular expression: %v", where, v, err), err
+				return match{reason: fmt.Sprintf("%s: value %q is not a regular expression: %v", where, v, err), err: err}
 			}
 			// Argo matches the pattern anywhere in the value (no implicit
 			// anchors), so "opened" also matches "reopened".
@@ -244,20 +260,20 @@ func matchDataFilter(f dataFilter, data []byte) (ok bool, reason string, err err
 			switch f.Comparator {
 			case "", "=":
 				if matched {
-					return true, "", nil
+					return match{ok: true}
 				}
 			case "!=":
 				if !matched {
-					return true, "", nil
+					return match{ok: true}
 				}
 			}
 		}
 		if f.Comparator == "!=" {
-			return false, fmt.Sprintf("%s: %q matches each of %q", where, res.String(), f.Value), nil
+			return match{reason: fmt.Sprintf("%s: %q matches each of %q", where, res.String(), f.Value)}
 		}
-		return false, fmt.Sprintf("%s: %q matches none of %q", where, res.String(), f.Value), nil
+		return match{reason: fmt.Sprintf("%s: %q matches none of %q", where, res.String(), f.Value)}
 	default:
-		return false, fmt.Sprintf("%s: unsupported type %q (want bool, number or string)", where, f.Type), fmt.Errorf("unsupported JSON type '%s'", f.Type)
+		return match{reason: fmt.Sprintf("%s: unsupported type %q (want bool, number or string)", where, f.Type), err: fmt.Errorf("unsupported JSON type '%s'", f.Type)}
 	}
 }
 
@@ -287,62 +303,42 @@ func comparatorText(c string) string {
 }
 
 // filterExprs evaluates expression filters with govaluate, as the Sensor
-// does; each field's gjson path becomes a named parameter, and an
-// expression without fields is skipped.
+// does (see combineFilters); each field's gjson path becomes a named
+// parameter, and an expression without fields does not count. Unlike data
+// filters, an empty list still goes through the logical operator.
 func filterExprs(filters []exprFilter, operator string, data []byte) filterOutcome {
 	if filters == nil || data == nil {
 		return filterOutcome{pass: true}
 	}
-	if !gjson.ValidBytes(data) {
-		return filterOutcome{err: filterError("expr", "event data not valid JSON"), reason: "expr filter: event data is not valid JSON"}
-	}
-	or := operator == logicalOr
-	var errs, reasons []string
-	for _, f := range filters {
-		where := fmt.Sprintf("expr filter %q", f.Expr)
-		params := map[string]any{}
-		var missing error
-		for _, field := range f.Fields {
-			res := gjson.GetBytes(data, field.Path)
-			if !res.Exists() {
-				missing = fmt.Errorf("path '%s' does not exist", field.Path)
-				break
-			}
-			params[field.Name] = res.Value()
+	return combineFilters("expr", filters, operator, data, matchExpr)
+}
+
+func matchExpr(f exprFilter, data []byte) match {
+	where := fmt.Sprintf("expr filter %q", f.Expr)
+	params := map[string]any{}
+	for _, field := range f.Fields {
+		res := gjson.GetBytes(data, field.Path)
+		if !res.Exists() {
+			err := fmt.Errorf("path '%s' does not exist", field.Path)
+			return match{reason: where + ": " + err.Error(), err: err}
 		}
-		var result any
-		err := missing
-		if err == nil {
-			if len(params) == 0 {
-				continue
-			}
-			var e *govaluate.EvaluableExpression
-			if e, err = govaluate.NewEvaluableExpression(f.Expr); err == nil {
-				result, err = e.Evaluate(params)
-			}
-		}
-		switch {
-		case err != nil && !or:
-			return filterOutcome{err: filterError("expr", "%s", err), reason: where + ": " + err.Error()}
-		case err != nil:
-			errs = append(errs, err.Error())
-			reasons = append(reasons, where+": "+err.Error())
-		case result == true && or:
-			return filterOutcome{pass: true}
-		case result != true && !or:
-			return filterOutcome{reason: fmt.Sprintf("%s is false for %v", where, params)}
-		case result != true:
-			reasons = append(reasons, fmt.Sprintf("%s is false for %v", where, params))
-		}
+		params[field.Name] = res.Value()
 	}
-	if !or {
-		return filterOutcome{pass: true}
+	if len(params) == 0 {
+		return match{skip: true}
 	}
-	out := filterOutcome{reason: strings.Join(reasons, "; ")}
-	if len(errs) > 0 {
-		out.err = fmt.Errorf("expr filter errors [%s]", strings.Join(errs, " / "))
+	e, err := govaluate.NewEvaluableExpression(f.Expr)
+	if err != nil {
+		return match{reason: where + ": " + err.Error(), err: err}
 	}
-	return out
+	result, err := e.Evaluate(params)
+	if err != nil {
+		return match{reason: where + ": " + err.Error(), err: err}
+	}
+	if result != true {
+		return match{reason: fmt.Sprintf("%s is false for %v", where, params)}
+	}
+	return match{ok: true}
 }
 
 func filterContext(want *EventContextFilter, got EventContext) filterOutcome {
