@@ -42,6 +42,6 @@
 // limit (JetStream maxPayload, 1MB by default), events saved between
 // deliveries (RenderTrigger takes the events that arrive together), rate
 // limits, retries and dead-letter triggers. RenderTrigger gives each event
-// an empty type and no time; pass full contexts to RenderTriggerEvents
-// where a Sensor reads them.
+// an empty type; pass full contexts to RenderTriggerEvents where a Sensor
+// reads them.
 package argo

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
@@ -120,27 +121,29 @@ type parameterSource struct {
 // events would fire the trigger more than once, RenderTrigger fails; use
 // RenderTriggerAll.
 func RenderTrigger(sensor *unstructured.Unstructured, triggerName string, events map[string][]byte) (*unstructured.Unstructured, error) {
-	full, err := contextualise(sensor, events)
+	now := time.Now()
+	full, err := contextualise(sensor, events, metav1.NewTime(now.Truncate(time.Second)))
 	if err != nil {
 		return nil, err
 	}
-	return RenderTriggerEvents(sensor, triggerName, full, time.Now())
+	return RenderTriggerEvents(sensor, triggerName, full, now)
 }
 
 // RenderTriggerAll is RenderTrigger returning every object the trigger
 // creates: a trigger whose dependency expression has no "&&" runs once for
 // each dependency whose event passed its filters, with that event alone.
 func RenderTriggerAll(sensor *unstructured.Unstructured, triggerName string, events map[string][]byte) ([]*unstructured.Unstructured, error) {
-	full, err := contextualise(sensor, events)
+	now := time.Now()
+	full, err := contextualise(sensor, events, metav1.NewTime(now.Truncate(time.Second)))
 	if err != nil {
 		return nil, err
 	}
-	return RenderTriggerEventsAll(sensor, triggerName, full, time.Now())
+	return RenderTriggerEventsAll(sensor, triggerName, full, now)
 }
 
 // contextualise gives each event data the context the EventSource of its
 // dependency would have given it.
-func contextualise(sensor *unstructured.Unstructured, events map[string][]byte) (map[string]Event, error) {
+func contextualise(sensor *unstructured.Unstructured, events map[string][]byte, now metav1.Time) (map[string]Event, error) {
 	spec, err := decodeSensor(sensor)
 	if err != nil {
 		return nil, err
@@ -158,6 +161,7 @@ func contextualise(sensor *unstructured.Unstructured, events map[string][]byte) 
 				Subject:         d.EventName,
 				SpecVersion:     "1.0",
 				DataContentType: MediaTypeJSON,
+				Time:            now,
 			},
 			Data: data,
 		}
