@@ -121,7 +121,7 @@ var textFields = map[string]bool{
 	"title": true, "body": true, "login": true, "ref": true, "sha": true, "before": true, "after": true,
 	"html_url": true, "url": true, "clone_url": true, "ssh_url": true, "git_url": true, "full_name": true,
 	"action": true, "state": true, "author_association": true, "node_id": true, "created_at": true,
-	"updated_at": true, "default_branch": true, "label": true, "description": true, "type": true,
+	"updated_at": true, "default_branch": true, "description": true, "type": true, "name": true,
 	"X-GitHub-Event": true, "X-GitHub-Delivery": true,
 }
 
