@@ -186,3 +186,16 @@ func TestParseConditionsLogsTheTranslatedExpression(t *testing.T) {
 	assert.Equal(t, []string{"review-a", "review-b", "label"}, e.Dependencies)
 	assert.True(t, strings.Contains(e.Text, "&"))
 }
+
+// The Sensor maps "-" to "_" on both sides, so a condition may name
+// dep_1a as dep-1a; the expression it evaluates uses the real name.
+func TestConditionsMatchNamesWithDashOrUnderscore(t *testing.T) {
+	e, err := ParseConditions("dep-1 || dep-1a || dep-3", []string{"dep-1", "dep_1a", "dep-2", "dep-3"})
+	require.NoError(t, err)
+	assert.Equal(t, "dep-1||dep_1a||dep-3", e.Text)
+	assert.Equal(t, []string{"dep-1", "dep_1a", "dep-3"}, e.Dependencies)
+
+	e, err = ParseConditions("", []string{"dep1"})
+	require.NoError(t, err)
+	assert.Equal(t, "dep1", e.Text)
+}
