@@ -159,9 +159,13 @@ type startedJob struct {
 func (r *TaskReconciler) ended(ctx context.Context, task *v1alpha1.Task) {
 	r.forget(task)
 	wake := r.admission.markEnded(task)
-	// A Task whose Job has finished handed its slot on when the Job did
-	// (the Job's watch woke the queue then); otherwise the slot frees now.
-	if done, err := jobFinishedNow(ctx, r.Client, r.APIReader, task.Namespace, task.Status.JobName, task.UID); err != nil || !done {
+	// A Task whose Job the cache shows finished handed its slot on when the
+	// Job did (the Job's watch woke the queue then); otherwise the slot
+	// frees now. A Job that succeeded is not in the cache: it left with
+	// the update that counted its pod, which may have come before the one
+	// that marked it Complete, so its watch may have woken the queue too
+	// early.
+	if done, err := jobFinishedNow(ctx, r.Client, nil, task.Namespace, task.Status.JobName, task.UID); err != nil || !done {
 		wake = append(wake, r.admission.nextInQueue(ctx, r.Client, task.Namespace, task.AgentName(), int(agentLimit(ctx, r.Client, task.Namespace, task.AgentName())))...)
 	}
 	for _, nn := range wake {
