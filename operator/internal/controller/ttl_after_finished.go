@@ -80,16 +80,28 @@ func (r *TTLAfterFinishedReconciler) SetupWithManager(mgr ctrl.Manager, deleter 
 	c := mgr.GetCache()
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("task-ttl").
+		// Only finished Tasks with a time to live, their own or their
+		// Agent's: a restart lists every finished Task, and those kept
+		// forever need no place in the queue.
 		For(&v1alpha1.Task{}, builder.WithPredicates(predicate.Funcs{
-			CreateFunc: func(e event.CreateEvent) bool { return e.Object.(*v1alpha1.Task).Status.Phase.IsTerminal() },
+			CreateFunc: func(e event.CreateEvent) bool {
+				t := e.Object.(*v1alpha1.Task)
+				return t.Status.Phase.IsTerminal() && hasTTL(c, t)
+			},
 			UpdateFunc: func(e event.UpdateEvent) bool {
-				return !e.ObjectOld.(*v1alpha1.Task).Status.Phase.IsTerminal() && e.ObjectNew.(*v1alpha1.Task).Status.Phase.IsTerminal()
+				t := e.ObjectNew.(*v1alpha1.Task)
+				return !e.ObjectOld.(*v1alpha1.Task).Status.Phase.IsTerminal() && t.Status.Phase.IsTerminal() && hasTTL(c, t)
 			},
 			DeleteFunc: func(event.DeleteEvent) bool { return false },
 		})).
 		// An Agent whose time to live changes (or that appears) sets its
-		// finished Tasks' clocks anew. On start the Tasks come on their own.
+		// finished Tasks' clocks anew.
 		Watches(&v1alpha1.Agent{}, handler.Funcs{
+			CreateFunc: func(ctx context.Context, e event.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				if ttlOf(e.Object.(*v1alpha1.Agent)) >= 0 {
+					enqueueFinished(ctx, c, e.Object, q)
+				}
+			},
 			UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 				if ttlOf(e.ObjectOld.(*v1alpha1.Agent)) != ttlOf(e.ObjectNew.(*v1alpha1.Agent)) {
 					enqueueFinished(ctx, c, e.ObjectNew, q)
@@ -98,6 +110,21 @@ func (r *TTLAfterFinishedReconciler) SetupWithManager(mgr ctrl.Manager, deleter 
 		}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 2}).
 		Complete(r)
+}
+
+// hasTTL tells whether the Task has a time to live, its own or its
+// Agent's as the cache shows it. An Agent that gets one later enqueues its
+// Tasks (see the Agent watch); one the cache cannot read counts as having one.
+func hasTTL(c client.Reader, t *v1alpha1.Task) bool {
+	if t.Spec.TTLSecondsAfterFinished != nil {
+		return true
+	}
+	agent := &v1alpha1.Agent{}
+	err := c.Get(context.Background(), types.NamespacedName{Namespace: t.Namespace, Name: t.AgentName()}, agent, readOnly)
+	if apierrors.IsNotFound(err) {
+		return false
+	}
+	return err != nil || ttlOf(agent) >= 0
 }
 
 // ttlOf is an Agent's default time to live, -1 for none.
