@@ -45,10 +45,21 @@ var readOnly = client.UnsafeDisableDeepCopy
 // gets a slot only if it is among the oldest waiting Tasks that fit, so the
 // queue is first in, first out.
 type admission struct {
-	// api reads Jobs the cache does not show (see jobFinishedNow).
-	api    client.Reader
 	mu     sync.Mutex
 	agents map[string]*agentSlots
+	// left holds Tasks (types.UID) whose Job left the cache: it succeeded
+	// (the cache keeps no Job that did) or was deleted. Either way it runs
+	// no more, so its slot is free even before the cache could show it
+	// finished. Forgotten with the Task.
+	left sync.Map
+}
+
+// jobLeft records that the Task's Job left the cache.
+func (a *admission) jobLeft(task types.UID) { a.left.Store(task, struct{}{}) }
+
+func (a *admission) hasLeft(task types.UID) bool {
+	_, ok := a.left.Load(task)
+	return ok
 }
 
 type agentSlots struct {
@@ -66,9 +77,7 @@ type agentSlots struct {
 	blocked map[types.UID]types.NamespacedName
 }
 
-func newAdmission(api client.Reader) *admission {
-	return &admission{api: api, agents: map[string]*agentSlots{}}
-}
+func newAdmission() *admission { return &admission{agents: map[string]*agentSlots{}} }
 
 func (a *admission) slots(key string) *agentSlots {
 	a.mu.Lock()
@@ -113,7 +122,7 @@ func waitsForSlot(t *v1alpha1.Task) bool {
 }
 
 // state reads an Agent's queue from the cache.
-func state(ctx context.Context, c, api client.Reader, agentKey, namespace, agentName string, reserved map[types.UID]string, ended map[types.UID]struct{}) (*queueState, error) {
+func state(ctx context.Context, c client.Reader, agentKey, namespace, agentName string, reserved map[types.UID]string, ended map[types.UID]struct{}, left func(types.UID) bool) (*queueState, error) {
 	var tasks v1alpha1.TaskList
 	if err := c.List(ctx, &tasks, client.InNamespace(namespace), client.MatchingFields{indexTaskAgent: agentKey}, readOnly); err != nil {
 		return nil, err
@@ -148,10 +157,11 @@ func state(ctx context.Context, c, api client.Reader, agentKey, namespace, agent
 			if jobName == "" {
 				jobName = reservedJob
 			}
-			finished, err := jobFinishedNow(ctx, c, api, namespace, jobName, t.UID)
+			finished, err := jobFinishedInCache(ctx, c, namespace, jobName, t.UID)
 			if err != nil {
 				return nil, err
 			}
+			finished = finished || left(t.UID)
 			if !finished {
 				q.holding[t.UID] = true
 			}
@@ -220,7 +230,7 @@ func (a *admission) admit(ctx context.Context, c client.Reader, task *v1alpha1.T
 	if _, mine := s.reserved[task.UID]; mine {
 		return true, 0, nil
 	}
-	q, err := state(ctx, c, a.api, key, task.Namespace, task.AgentName(), s.reserved, s.ended)
+	q, err := state(ctx, c, key, task.Namespace, task.AgentName(), s.reserved, s.ended, a.hasLeft)
 	if err != nil {
 		return false, 0, err
 	}
@@ -295,6 +305,7 @@ func (a *admission) mayRun(ctx context.Context, c client.Reader, task *v1alpha1.
 // release forgets a Task (it ended, was deleted, or its Job could not be
 // created): its reservation and its place among the running go.
 func (a *admission) release(task *v1alpha1.Task) {
+	a.left.Delete(task.UID)
 	s := a.slots(taskAgentKey(task))
 	s.mu.Lock()
 	delete(s.reserved, task.UID)
@@ -319,21 +330,16 @@ func (a *admission) markEnded(task *v1alpha1.Task) []types.NamespacedName {
 	return woken
 }
 
-// jobFinishedNow tells whether the Task's Job has finished. The cache holds
-// no Job that succeeded (see NewManager), so a Job it does not show is read
-// from the API server (api), where it may have succeeded, or not exist yet.
-// A Job that does not exist has not finished.
-func jobFinishedNow(ctx context.Context, c, api client.Reader, namespace, name string, task types.UID) (bool, error) {
+// jobFinishedInCache tells whether the cache shows the Task's Job finished.
+// A Job the cache does not show (not created yet, not seen yet, or one that
+// succeeded, which the cache leaves out) is not: its Task holds its slot
+// until its end is recorded.
+func jobFinishedInCache(ctx context.Context, c client.Reader, namespace, name string, task types.UID) (bool, error) {
 	if name == "" {
 		return false, nil
 	}
-	key := types.NamespacedName{Namespace: namespace, Name: name}
 	job := &batchv1.Job{}
-	err := c.Get(ctx, key, job, readOnly)
-	if apierrors.IsNotFound(err) && api != nil {
-		job = &batchv1.Job{}
-		err = api.Get(ctx, key, job)
-	}
+	err := c.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, job, readOnly)
 	if apierrors.IsNotFound(err) {
 		return false, nil
 	}

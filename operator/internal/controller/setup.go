@@ -65,7 +65,7 @@ func IndexTasks(ctx context.Context, mgr ctrl.Manager) error {
 
 // SetupWithManager registers the Task controller. IndexTasks must have been called.
 func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
-	r.admission = newAdmission(r.APIReader)
+	r.admission = newAdmission()
 	r.kicks = make(chan event.GenericEvent, 1024)
 	if r.serviceAccounts == nil {
 		r.serviceAccounts = newServiceAccounts(r.APIReader)
@@ -113,6 +113,11 @@ func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 				}
 			},
 			DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				// Deleted, or succeeded (the cache keeps no Job that did):
+				// it holds its Task's slot no more.
+				if uid := e.Object.GetLabels()[jobbuilder.LabelTaskUID]; uid != "" {
+					r.admission.jobLeft(types.UID(uid))
+				}
 				enqueueOwner(e.Object, q)
 				r.kick(ctx, q, e.Object.GetNamespace(), e.Object.GetAnnotations()[jobbuilder.AnnotationAgentName])
 			},

@@ -159,13 +159,10 @@ type startedJob struct {
 func (r *TaskReconciler) ended(ctx context.Context, task *v1alpha1.Task) {
 	r.forget(task)
 	wake := r.admission.markEnded(task)
-	// A Task whose Job the cache shows finished handed its slot on when the
-	// Job did (the Job's watch woke the queue then); otherwise the slot
-	// frees now. A Job that succeeded is not in the cache: it left with
-	// the update that counted its pod, which may have come before the one
-	// that marked it Complete, so its watch may have woken the queue too
-	// early.
-	if done, err := jobFinishedNow(ctx, r.Client, nil, task.Namespace, task.Status.JobName, task.UID); err != nil || !done {
+	// A Task whose Job finished (or left the cache, which keeps no Job that
+	// succeeded) handed its slot on when the Job did: the Job's watch woke
+	// the queue then. Otherwise the slot frees now.
+	if done, err := jobFinishedInCache(ctx, r.Client, task.Namespace, task.Status.JobName, task.UID); err != nil || !(done || r.admission.hasLeft(task.UID)) {
 		wake = append(wake, r.admission.nextInQueue(ctx, r.Client, task.Namespace, task.AgentName(), int(agentLimit(ctx, r.Client, task.Namespace, task.AgentName())))...)
 	}
 	for _, nn := range wake {
