@@ -20,6 +20,7 @@ import (
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
+	"github.com/go-git/go-git/v5/plumbing/format/index"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 
@@ -36,8 +37,17 @@ type Options struct {
 	// after each further one, up to MaxBackoff.
 	InitialBackoff time.Duration
 	MaxBackoff     time.Duration
-	// DialTimeout bounds each SSH connection attempt.
+	// DialTimeout bounds each connection attempt (SSH and HTTP, including
+	// the TLS handshake) and the wait for an HTTP response's headers.
 	DialTimeout time.Duration
+	// IdleTimeout is how long a connection may deliver no data before the
+	// attempt fails (as a transient error). It bounds a stalled server,
+	// not the length of a large transfer.
+	IdleTimeout time.Duration
+	// MemoryLimit is the container's memory limit in bytes (0: none). A
+	// file too large to decode within it fails the checkout with a clear
+	// error instead of an OOM kill.
+	MemoryLimit int64
 	// Roots are the directories Dest must lie in.
 	Roots []string
 	// Log receives warnings and progress, one line each.
@@ -51,6 +61,8 @@ func DefaultOptions() Options {
 		InitialBackoff: time.Second,
 		MaxBackoff:     15 * time.Second,
 		DialTimeout:    30 * time.Second,
+		IdleTimeout:    60 * time.Second,
+		MemoryLimit:    memoryLimit(),
 		Roots:          initutil.DefaultCloneRoots,
 		Log:            os.Stderr,
 	}
@@ -58,11 +70,11 @@ func DefaultOptions() Options {
 
 const remoteName = "origin"
 
-// largeObjectThreshold makes go-git stream objects above this size from the
-// packfile instead of inflating, hashing and caching them in memory: a
-// checkout with large files then needs little memory and, in the committed
-// benchmark, about 35% less time.
-const largeObjectThreshold = 64 << 10
+// go-git's LargeObjectThreshold is left at 0: above a threshold, go-git
+// v5 streams deltas from the pack and, when a delta copies from an earlier
+// part of its base after a later one, reads the wrong bytes without an
+// error (go-git issue #2378). Every blob is decoded in memory instead; the
+// checkout bounds that with memoryLimit and verifies every blob's hash.
 
 // Run carries out plan. On success the Result names the checked-out commit
 // and the repository URL without credentials. Errors are one line, prefixed
@@ -106,6 +118,10 @@ type run struct {
 	url   string // repository URL without credentials
 	auth  transport.AuthMethod
 	depth int
+	// maxBlob is the largest blob the checkout decodes (0: no limit).
+	maxBlob int64
+	// submodules are the gitlinks of the checked-out tree.
+	submodules []submodule
 }
 
 func newRun(plan *contract.GitPlan, opts Options, red *redactor) (*run, error) {
@@ -116,7 +132,7 @@ func newRun(plan *contract.GitPlan, opts Options, red *redactor) (*run, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &run{plan: plan, opts: opts, url: clean, depth: plan.Depth}
+	r := &run{plan: plan, opts: opts, url: clean, depth: plan.Depth, maxBlob: applyMemoryLimit(opts.MemoryLimit)}
 	if plan.Depth < 0 {
 		return r, fmt.Errorf("depth %d is negative: use 0 for full history or a positive number of commits", plan.Depth)
 	}
@@ -251,7 +267,7 @@ func (r *run) clone(ctx context.Context) (plumbing.Hash, error) {
 	if err != nil {
 		return plumbing.ZeroHash, err
 	}
-	st := filesystem.NewStorageWithOptions(dot, cache.NewObjectLRUDefault(), filesystem.Options{LargeObjectThreshold: largeObjectThreshold})
+	st := filesystem.NewStorageWithOptions(dot, cache.NewObjectLRUDefault(), filesystem.Options{})
 	repo, err := git.Init(st, wt)
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("cannot initialise %s: %w", r.plan.Dest, err)
@@ -272,7 +288,7 @@ func (r *run) clone(ctx context.Context) (plumbing.Hash, error) {
 	if err := r.fetch(ctx, repo, t); err != nil {
 		return plumbing.ZeroHash, err
 	}
-	return r.checkout(repo, t)
+	return r.checkout(ctx, repo, t)
 }
 
 func (r *run) fetch(ctx context.Context, repo *git.Repository, t target) error {
@@ -327,7 +343,7 @@ func localName(name plumbing.ReferenceName) plumbing.ReferenceName {
 // wantRef holds a commit fetched by SHA until it is checked out.
 const wantRef = "refs/kubeopencode/want"
 
-func (r *run) checkout(repo *git.Repository, t target) (plumbing.Hash, error) {
+func (r *run) checkout(ctx context.Context, repo *git.Repository, t target) (plumbing.Hash, error) {
 	var commit plumbing.Hash
 	switch t.kind {
 	case "commit":
@@ -360,10 +376,6 @@ func (r *run) checkout(repo *git.Repository, t target) (plumbing.Hash, error) {
 	}
 	_ = repo.Storer.RemoveReference(wantRef)
 
-	wt, err := repo.Worktree()
-	if err != nil {
-		return commit, err
-	}
 	if t.kind == "branch" {
 		// A local branch that tracks the remote one lets the agent pull,
 		// commit and push as in any clone.
@@ -374,15 +386,35 @@ func (r *run) checkout(repo *git.Repository, t target) (plumbing.Hash, error) {
 		if err := repo.CreateBranch(&config.Branch{Name: t.name.Short(), Remote: remoteName, Merge: t.name}); err != nil {
 			return commit, err
 		}
-		if err := wt.Checkout(&git.CheckoutOptions{Branch: local, Force: true}); err != nil {
-			return commit, fmt.Errorf("cannot check out branch %s: %w", t.name.Short(), err)
+		if err := repo.Storer.SetReference(plumbing.NewSymbolicReference(plumbing.HEAD, local)); err != nil {
+			return commit, err
 		}
-		return commit, nil
+	} else if err := repo.Storer.SetReference(plumbing.NewHashReference(plumbing.HEAD, commit)); err != nil {
+		return commit, err
 	}
-	if err := wt.Checkout(&git.CheckoutOptions{Hash: commit, Force: true}); err != nil {
+	if err := r.writeWorktree(ctx, repo, commit); err != nil {
 		return commit, fmt.Errorf("cannot check out %s: %w", t.display, err)
 	}
 	return commit, nil
+}
+
+// writeWorktree writes the commit's files and the index.
+func (r *run) writeWorktree(ctx context.Context, repo *git.Repository, commit plumbing.Hash) error {
+	c, err := repo.CommitObject(commit)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	w := &treeWriter{ctx: ctx, objects: repo.Storer, commit: commit, maxBlob: r.maxBlob, memLimit: r.opts.MemoryLimit}
+	if err := w.writeTree(r.plan.Dest, c.TreeHash); err != nil {
+		return err
+	}
+	if err := repo.Storer.SetIndex(&index.Index{Version: 2, Entries: w.entries}); err != nil {
+		return fmt.Errorf("cannot write the index: %w", err)
+	}
+	r.submodules = w.submodules
+	r.logf("checked out %d files (%s) in %s", w.files, humanBytes(w.bytes), time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // checkPath verifies that plan.Path exists in the checkout.
