@@ -62,15 +62,9 @@ type treeWriter struct {
 	bytes      int64
 }
 
-// writeTree checks out the tree of commit into the directory dest, which
-// must hold nothing but .git, and returns the index entries (sorted) and
-// the gitlinks it met.
-func (w *treeWriter) writeTree(dest string, tree plumbing.Hash) error {
-	root, err := os.OpenRoot(dest)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
+// writeTree checks out tree into root, which must hold nothing but .git,
+// and collects the index entries (sorted) and the gitlinks it met.
+func (w *treeWriter) writeTree(root *os.Root, tree plumbing.Hash) error {
 	w.buf = make([]byte, 256<<10)
 	if _, err := w.dir(root, "", tree); err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -81,6 +82,7 @@ const remoteName = "origin"
 // with the plan's Description.
 func Run(ctx context.Context, plan *contract.GitPlan, opts Options) (contract.Result, error) {
 	initutil.SetGroupUmask()
+	setHTTPTimeouts(opts.DialTimeout, opts.IdleTimeout)
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
@@ -120,6 +122,8 @@ type run struct {
 	depth int
 	// maxBlob is the largest blob the checkout decodes (0: no limit).
 	maxBlob int64
+	// dest is the open destination directory.
+	dest *os.Root
 	// submodules are the gitlinks of the checked-out tree.
 	submodules []submodule
 }
@@ -177,9 +181,10 @@ func (r *run) logf(format string, args ...any) {
 // cloneWithRetry runs attempts until one succeeds, a permanent error occurs
 // or the retry budget is spent.
 func (r *run) cloneWithRetry(ctx context.Context) (plumbing.Hash, error) {
-	if err := prepareDest(r.plan.Dest); err != nil {
+	if err := r.prepareDest(); err != nil {
 		return plumbing.ZeroHash, err
 	}
+	defer r.dest.Close()
 	start := time.Now()
 	backoff := r.opts.InitialBackoff
 	for attempt := 1; ; attempt++ {
@@ -193,7 +198,7 @@ func (r *run) cloneWithRetry(ctx context.Context) (plumbing.Hash, error) {
 			}
 			return commit, nil
 		}
-		if cerr := clearDir(r.plan.Dest); cerr != nil {
+		if cerr := r.clearDest(); cerr != nil {
 			return plumbing.ZeroHash, fmt.Errorf("%s (and cannot clean up: %v)", describe(err, r.url, r.auth != nil), cerr)
 		}
 		if !isTransient(err) || ctx.Err() != nil {
@@ -219,32 +224,63 @@ func (r *run) cloneWithRetry(ctx context.Context) (plumbing.Hash, error) {
 // prepareDest makes sure dest exists and is empty. A dest holding a .git
 // directory is the leftover of an earlier run of this container (the
 // kubelet restarts failed init containers) and is cleared; anything else is
-// somebody else's data and is refused.
-func prepareDest(dest string) error {
-	if err := os.MkdirAll(dest, 0o775); err != nil {
+// somebody else's data and is refused. dest is created through an os.Root
+// on its allowed root and may not pass through a symlink (one checked out
+// by an earlier Git context, say): go-git writes .git by path name.
+func (r *run) prepareDest() error {
+	dest := r.plan.Dest
+	rootDir, rel, err := initutil.SplitUnderRoot(dest, r.opts.Roots, true)
+	if err != nil {
+		return fmt.Errorf("dest: %w", err)
+	}
+	root, err := os.OpenRoot(rootDir)
+	if err != nil {
+		return fmt.Errorf("cannot open %s: %w", rootDir, err)
+	}
+	defer root.Close()
+	if err := root.MkdirAll(rel, 0o775); err != nil {
 		return fmt.Errorf("cannot create dest %s: %w", dest, err)
 	}
-	entries, err := os.ReadDir(dest)
+	if rel != "." {
+		p := ""
+		for _, el := range strings.Split(rel, "/") {
+			p = filepath.Join(p, el)
+			fi, err := root.Lstat(p)
+			if err != nil {
+				return fmt.Errorf("cannot create dest %s: %w", dest, err)
+			}
+			if fi.Mode()&fs.ModeSymlink != 0 {
+				return &permanentError{fmt.Sprintf("dest %s passes through the symlink %s: choose a mountPath that does not lie inside a symlink of another context", dest, filepath.Join(rootDir, p))}
+			}
+		}
+	}
+	d, err := root.OpenRoot(rel)
+	if err != nil {
+		return fmt.Errorf("cannot open dest %s: %w", dest, err)
+	}
+	r.dest = d
+	entries, err := fs.ReadDir(d.FS(), ".")
 	if err != nil {
 		return fmt.Errorf("cannot read dest %s: %w", dest, err)
 	}
 	if len(entries) == 0 {
 		return nil
 	}
-	if _, err := os.Lstat(filepath.Join(dest, ".git")); err != nil {
+	if _, err := d.Lstat(".git"); err != nil {
 		return fmt.Errorf("dest %s is not empty: a Git context needs a directory of its own", dest)
 	}
-	return clearDir(dest)
+	return r.clearDest()
 }
 
-// clearDir removes dir's contents but not dir, which may be a mount point.
-func clearDir(dir string) error {
-	entries, err := os.ReadDir(dir)
+// clearDest removes dest's contents but not dest, which may be a mount
+// point; the removal stays inside dest whatever the contents.
+func (r *run) clearDest() error {
+	entries, err := fs.ReadDir(r.dest.FS(), ".")
 	if err != nil {
 		return err
 	}
 	for _, e := range entries {
-		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+		if err := r.dest.RemoveAll(e.Name()); err != nil {
 			return err
 		}
 	}
@@ -406,7 +442,7 @@ func (r *run) writeWorktree(ctx context.Context, repo *git.Repository, commit pl
 	}
 	start := time.Now()
 	w := &treeWriter{ctx: ctx, objects: repo.Storer, commit: commit, maxBlob: r.maxBlob, memLimit: r.opts.MemoryLimit}
-	if err := w.writeTree(r.plan.Dest, c.TreeHash); err != nil {
+	if err := w.writeTree(r.dest, c.TreeHash); err != nil {
 		return err
 	}
 	if err := repo.Storer.SetIndex(&index.Index{Version: 2, Entries: w.entries}); err != nil {

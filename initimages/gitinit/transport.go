@@ -1,0 +1,112 @@
+package gitinit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing/transport/client"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+)
+
+// HTTP timeouts, set from Options at the start of each Run: go-git picks
+// its HTTP transport from a process-wide registry, so the transport reads
+// them when it dials.
+var (
+	httpDialTimeout atomic.Int64 // time.Duration
+	httpIdleTimeout atomic.Int64 // time.Duration
+)
+
+// current is the HTTP transport built for the current timeouts.
+var current atomic.Pointer[http.Transport]
+
+func setHTTPTimeouts(dial, idle time.Duration) {
+	if int64(dial) == httpDialTimeout.Load() && int64(idle) == httpIdleTimeout.Load() && current.Load() != nil {
+		return
+	}
+	httpDialTimeout.Store(int64(dial))
+	httpIdleTimeout.Store(int64(idle))
+	// go-git's default HTTP client has no timeout at all: a server that
+	// never answers, or stalls in the middle of a pack, would hang the
+	// init container until the Task's deadline. Bound connecting, the TLS
+	// handshake and the wait for response headers, and fail a connection
+	// that delivers no data for the idle timeout; a large transfer that
+	// keeps moving is never cut off.
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return dialWithIdleTimeout(ctx, network, addr, dial, idle)
+	}
+	tr.TLSHandshakeTimeout = dial
+	tr.ResponseHeaderTimeout = dial
+	tr.IdleConnTimeout = idle / 2
+	if old := current.Swap(tr); old != nil {
+		old.CloseIdleConnections()
+	}
+}
+
+func init() {
+	setHTTPTimeouts(30*time.Second, 60*time.Second)
+	c := githttp.NewClient(&http.Client{Transport: timeoutTransport{}})
+	client.InstallProtocol("https", c)
+	client.InstallProtocol("http", c)
+}
+
+// timeoutTransport sends each request through the current transport and
+// names a server that does not answer.
+type timeoutTransport struct{}
+
+func (timeoutTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := current.Load().RoundTrip(req)
+	if err != nil && isTimeout(err) {
+		var ie *idleError
+		if !errors.As(err, &ie) {
+			return nil, &idleError{fmt.Sprintf("%s did not answer within %s", req.URL.Host, time.Duration(httpDialTimeout.Load()))}
+		}
+	}
+	return resp, err
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func dialWithIdleTimeout(ctx context.Context, network, addr string, dial, idle time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &idleConn{Conn: c, idle: idle, addr: addr}, nil
+}
+
+// idleConn fails a read that waits longer than idle for data.
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+	addr string
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	if c.idle > 0 {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	}
+	n, err := c.Conn.Read(p)
+	if err != nil && n == 0 {
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			return 0, &idleError{fmt.Sprintf("%s sent no data for %s (the server stalled)", c.addr, c.idle)}
+		}
+	}
+	return n, err
+}
+
+// idleError is a connection that stopped delivering data; it is transient.
+type idleError struct{ msg string }
+
+func (e *idleError) Error() string   { return e.msg }
+func (e *idleError) Timeout() bool   { return true }
+func (e *idleError) Temporary() bool { return true }
