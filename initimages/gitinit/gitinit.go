@@ -39,11 +39,12 @@ type Options struct {
 	InitialBackoff time.Duration
 	MaxBackoff     time.Duration
 	// DialTimeout bounds each connection attempt (SSH and HTTP, including
-	// the TLS handshake) and the wait for an HTTP response's headers.
+	// the TLS handshake).
 	DialTimeout time.Duration
-	// IdleTimeout is how long a connection may deliver no data before the
-	// attempt fails (as a transient error). It bounds a stalled server,
-	// not the length of a large transfer.
+	// IdleTimeout is how long an HTTP connection may deliver no data
+	// (including the wait for a response's headers) before the attempt
+	// fails as a transient error. It bounds a stalled server, not the
+	// length of a large transfer.
 	IdleTimeout time.Duration
 	// MemoryLimit is the container's memory limit in bytes (0: none). A
 	// file too large to decode within it fails the checkout with a clear
@@ -136,7 +137,7 @@ func newRun(plan *contract.GitPlan, opts Options, red *redactor) (*run, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &run{plan: plan, opts: opts, url: clean, depth: plan.Depth, maxBlob: applyMemoryLimit(opts.MemoryLimit)}
+	r := &run{plan: plan, opts: opts, url: clean, depth: plan.Depth, maxBlob: maxBlobFor(opts.MemoryLimit)}
 	if plan.Depth < 0 {
 		return r, fmt.Errorf("depth %d is negative: use 0 for full history or a positive number of commits", plan.Depth)
 	}

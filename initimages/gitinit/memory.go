@@ -46,15 +46,21 @@ func memoryLimit() int64 {
 	return 0
 }
 
-// applyMemoryLimit tells the Go runtime to collect harder near the
-// container's limit, and returns the largest blob git-init will decode
-// under that limit (0: no limit). A larger file fails with a message that
+// SetRuntimeMemoryLimit tells the Go runtime to collect harder as the
+// process nears limit (bytes; 0: no limit), the container's memory limit.
+func SetRuntimeMemoryLimit(limit int64) {
+	if limit > 0 {
+		debug.SetMemoryLimit(limit - limit/10)
+	}
+}
+
+// maxBlobFor returns the largest blob git-init will decode under the
+// memory limit (0: no limit). A larger file fails with a message that
 // names it and the limit instead of the kernel's OOM kill.
-func applyMemoryLimit(limit int64) (maxBlob int64) {
+func maxBlobFor(limit int64) int64 {
 	if limit <= 0 {
 		return 0
 	}
-	debug.SetMemoryLimit(limit - limit/10)
 	if limit <= memoryOverhead {
 		return 1
 	}

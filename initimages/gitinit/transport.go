@@ -41,7 +41,7 @@ func setHTTPTimeouts(dial, idle time.Duration) {
 		return dialWithIdleTimeout(ctx, network, addr, dial, idle)
 	}
 	tr.TLSHandshakeTimeout = dial
-	tr.ResponseHeaderTimeout = dial
+	tr.ResponseHeaderTimeout = idle
 	tr.IdleConnTimeout = idle / 2
 	if old := current.Swap(tr); old != nil {
 		old.CloseIdleConnections()
@@ -64,7 +64,7 @@ func (timeoutTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil && isTimeout(err) {
 		var ie *idleError
 		if !errors.As(err, &ie) {
-			return nil, &idleError{fmt.Sprintf("%s did not answer within %s", req.URL.Host, time.Duration(httpDialTimeout.Load()))}
+			return nil, &idleError{fmt.Sprintf("%s did not answer within %s", req.URL.Host, time.Duration(httpIdleTimeout.Load()))}
 		}
 	}
 	return resp, err

@@ -43,6 +43,7 @@ func run() int {
 	}
 
 	initutil.SetGroupUmask()
+	gitinit.SetRuntimeMemoryLimit(opts.MemoryLimit)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
