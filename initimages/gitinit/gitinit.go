@@ -450,6 +450,9 @@ func (r *run) writeWorktree(ctx context.Context, repo *git.Repository, commit pl
 		return fmt.Errorf("cannot write the index: %w", err)
 	}
 	r.submodules = w.submodules
+	for _, s := range w.submodules {
+		r.logf("submodule %s (commit %s) is not checked out: its directory is left empty", s.Path, s.Commit)
+	}
 	r.logf("checked out %d files (%s) in %s", w.files, humanBytes(w.bytes), time.Since(start).Round(time.Millisecond))
 	return nil
 }
