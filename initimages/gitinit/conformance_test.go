@@ -89,6 +89,10 @@ func onDisk(t *testing.T, dest string) map[string]treeEntry {
 			if len(entries) == 0 && rel != "." {
 				m[rel] = treeEntry{mode: "160000"}
 			}
+			if _, err := os.Lstat(filepath.Join(p, ".git")); err == nil && rel != "." {
+				m[rel] = treeEntry{mode: "160000"} // a checked-out submodule, compared on its own
+				return filepath.SkipDir
+			}
 		default:
 			data, err := os.ReadFile(p)
 			require.NoError(t, err)
@@ -354,6 +358,8 @@ func TestConformance(t *testing.T) {
 		want   string
 		ssh    bool
 		commit int // expected number of commits; 0: not checked
+		// submodules checks out vendor/lib.
+		submodules bool
 	}{
 		{name: "HEAD depth 1", url: plain.URL, depth: 1, want: tip, commit: 1},
 		{name: "HEAD full history", url: plain.URL, depth: 0, want: tip, commit: 120},
@@ -366,6 +372,9 @@ func TestConformance(t *testing.T) {
 		{name: "pull request ref", url: plain.URL, ref: "refs/pull/7/head", depth: 2, want: r.feature, commit: 2},
 		{name: "subdirectory path", url: plain.URL, depth: 1, path: "src/pkg03", want: tip},
 		{name: "path through a symlink", url: plain.URL, depth: 1, path: "links/src/pkg04", want: tip},
+		{name: "submodules depth 1", url: plain.URL, depth: 1, want: tip, commit: 1, submodules: true},
+		{name: "submodules full over SSH", url: "ssh", ssh: true, depth: 0, want: tip, commit: 120, submodules: true},
+		{name: "path into a checked-out submodule", url: allowSHA.URL, ref: r.main[90], depth: 1, path: "vendor/lib/lib.go", want: r.main[90], submodules: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -376,6 +385,7 @@ func TestConformance(t *testing.T) {
 			}
 			p := h.plan(url, tc.ref, tc.depth)
 			p.Path = tc.path
+			p.Submodules = tc.submodules
 			if tc.ssh {
 				p.CredentialsDir = h.secret(map[string]string{"ssh-privatekey": string(sshSrv.ClientKeyPEM), "known_hosts": sshSrv.KnownHostsLine()})
 			}
@@ -386,8 +396,32 @@ func TestConformance(t *testing.T) {
 			if tc.commit > 0 {
 				assert.Equal(t, tc.commit, commitCount(t, p.Dest))
 			}
-			assert.Contains(t, h.log.String(), "submodule vendor/lib", "the left-out submodule is reported")
+			if !tc.submodules {
+				assert.Contains(t, h.log.String(), "submodule vendor/lib (commit "+r.lib+") is not checked out", "the left-out submodule is reported")
+				assert.Equal(t, []string{"vendor/lib"}, res.SubmodulesLeftOut)
+				return
+			}
+			assert.Empty(t, res.SubmodulesLeftOut)
+			sub := filepath.Join(p.Dest, "vendor", "lib")
+			assertMatchesCommit(t, filepath.Join(r.root, "lib.git"), sub, r.lib)
+			if tc.commit > 0 {
+				assert.Equal(t, min(tc.commit, 3), commitCount(t, sub), "the submodule has the same depth")
+			}
+			assertGroupShared(t, p.Dest)
 		})
+	}
+}
+
+func TestPathIntoSubmoduleLeftOut(t *testing.T) {
+	r := getRealistic(t)
+	srv := gittest.NewHTTPServer(t, r.root, gittest.HTTPOptions{})
+	for _, path := range []string{"vendor/lib", "vendor/lib/lib.go"} {
+		h := newHarness(t)
+		p := h.plan(srv.URL+"/app.git", "main", 1)
+		p.Path = path
+		_, err := h.run(p)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), fmt.Sprintf("path %q in repository %s/app.git at main (commit %s) lies in submodule vendor/lib, which is not checked out: set the Git context's submodules to true", path, srv.URL, r.main[len(r.main)-1]))
 	}
 }
 

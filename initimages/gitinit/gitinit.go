@@ -106,9 +106,13 @@ func Run(ctx context.Context, plan *contract.GitPlan, opts Options) (contract.Re
 		var commit plumbing.Hash
 		commit, err = r.cloneWithRetry(ctx)
 		res.Commit = commit.String()
+		if !plan.Submodules {
+			res.SubmodulesLeftOut = leftOut(r.submodules)
+		}
 	}
 	if err != nil {
 		res.Commit = ""
+		res.SubmodulesLeftOut = nil
 		return res, errors.New(red.redact(what + ": " + err.Error()))
 	}
 	return res, nil
@@ -125,6 +129,9 @@ type run struct {
 	maxBlob int64
 	// dest is the open destination directory.
 	dest *os.Root
+	// level is 0 for the Git context's repository, n for a submodule n
+	// levels down.
+	level int
 	// submodules are the gitlinks of the checked-out tree.
 	submodules []submodule
 }
@@ -162,6 +169,19 @@ func newRun(plan *contract.GitPlan, opts Options, red *redactor) (*run, error) {
 		return r, err
 	}
 	return r, nil
+}
+
+// leftOut lists submodule paths for the Result, bounded.
+func leftOut(subs []submodule) []string {
+	var out []string
+	for i, s := range subs {
+		if i == maxLeftOut {
+			out = append(out, fmt.Sprintf("... and %d more", len(subs)-maxLeftOut))
+			break
+		}
+		out = append(out, s.Path)
+	}
+	return out
 }
 
 // checkoutRelPath validates plan.Path, which is relative to the checkout.
@@ -450,8 +470,11 @@ func (r *run) writeWorktree(ctx context.Context, repo *git.Repository, commit pl
 		return fmt.Errorf("cannot write the index: %w", err)
 	}
 	r.submodules = w.submodules
+	if r.plan.Submodules {
+		return r.checkoutSubmodules(ctx, repo, commit)
+	}
 	for _, s := range w.submodules {
-		r.logf("submodule %s (commit %s) is not checked out: its directory is left empty", s.Path, s.Commit)
+		r.logf("submodule %s (commit %s) is not checked out: its directory is left empty (set the Git context's submodules to true to check it out)", s.Path, s.Commit)
 	}
 	r.logf("checked out %d files (%s) in %s", w.files, humanBytes(w.bytes), time.Since(start).Round(time.Millisecond))
 	return nil
@@ -468,6 +491,13 @@ func (r *run) checkPath(commit plumbing.Hash) error {
 		ref = "HEAD"
 	}
 	where := fmt.Sprintf("repository %s at %s (commit %s)", r.url, ref, commit)
+	if !r.plan.Submodules {
+		for _, s := range r.submodules {
+			if rel == s.Path || strings.HasPrefix(rel, s.Path+"/") {
+				return &checkoutError{fmt.Sprintf("path %q in %s lies in submodule %s, which is not checked out: set the Git context's submodules to true, or point path outside the submodule", r.plan.Path, where, s.Path)}
+			}
+		}
+	}
 	// The agent mounts this path with subPath; resolving it inside an
 	// os.Root tells a symlink out of the checkout from a missing path.
 	root, err := os.OpenRoot(r.plan.Dest)
