@@ -539,3 +539,64 @@ func TestCorruptDecodeIsRefused(t *testing.T) {
 	assert.Contains(t, err.Error(), `file "big/moved.txt" of commit `+commit.String()+" decoded to 162268 bytes with object name")
 	assert.Contains(t, err.Error(), "refusing a corrupt checkout")
 }
+
+// TestFileTooLargeForMemoryLimit: a file that cannot be decoded within the
+// container's memory limit fails with a message naming it and the limit,
+// at once, instead of the kernel's OOM kill.
+func TestFileTooLargeForMemoryLimit(t *testing.T) {
+	r := getRealistic(t)
+	srv := gittest.NewHTTPServer(t, r.root, gittest.HTTPOptions{})
+	h := newHarness(t)
+	h.opts.MemoryLimit = memoryOverhead + 3*(3<<20) // decodes files up to 3 MiB
+	p := h.plan(srv.URL+"/app.git", "", 1)
+	_, err := h.run(p)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `file "big/4m-a.txt" of commit `+r.main[len(r.main)-1]+" is 3.")
+	assert.Contains(t, err.Error(), "but git-init's memory limit is 137.0 MiB: raise the memory limit of the git-init container")
+	assert.NotContains(t, h.log.String(), "retrying")
+	entries, _ := os.ReadDir(p.Dest)
+	assert.Empty(t, entries)
+}
+
+// TestCheckoutHonoursCancellation: a cancelled context (SIGTERM in the
+// binary) stops the checkout before the next entry.
+func TestCheckoutHonoursCancellation(t *testing.T) {
+	r := getRealistic(t)
+	st := filesystem.NewStorageWithOptions(osfs.New(r.bare), cache.NewObjectLRUDefault(), filesystem.Options{})
+	commit := plumbing.NewHash(r.main[len(r.main)-1])
+	c, err := object.GetCommit(st, commit)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	dest, err := os.OpenRoot(dir)
+	require.NoError(t, err)
+	defer dest.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	w := &treeWriter{ctx: ctx, objects: st, commit: commit}
+	err = w.writeTree(dest, c.TreeHash)
+	require.ErrorIs(t, err, context.Canceled)
+	entries, _ := os.ReadDir(dir)
+	assert.Empty(t, entries, "nothing written after the cancellation")
+}
+
+// TestDeepTree: a tree 2,000 levels deep (paths of 4,000 bytes, just
+// under Linux's PATH_MAX that the git CLI is bound by) checks out
+// exactly.
+func TestDeepTree(t *testing.T) {
+	root := t.TempDir()
+	var fi gittest.FastImport
+	deep := strings.Repeat("d/", 2000)
+	mark := fi.Commit("refs/heads/main", "", "deep", []gittest.FileOp{
+		{Path: deep + "leaf.txt", Mode: "100644", Ref: fi.Blob([]byte("leaf\n"))},
+		{Path: deep[:2000] + "mid.txt", Mode: "100755", Ref: fi.Blob([]byte("mid\n"))},
+		{Path: deep + "link", Mode: "120000", Ref: fi.Blob([]byte("leaf.txt"))},
+	})
+	marks := fi.Import(t, filepath.Join(root, "deep.git"))
+	srv := gittest.NewHTTPServer(t, root, gittest.HTTPOptions{})
+	h := newHarness(t)
+	p := h.plan(srv.URL+"/deep.git", "", 1)
+	res, err := h.run(p)
+	require.NoError(t, err, h.log.String())
+	assert.Equal(t, marks[mark], res.Commit)
+	assertMatchesCommit(t, filepath.Join(root, "deep.git"), p.Dest, marks[mark])
+}

@@ -66,7 +66,7 @@ func isTransient(err error) bool {
 		return true
 	}
 	msg := err.Error()
-	for _, s := range []string{"connection reset", "broken pipe", "unexpected EOF", "i/o timeout", "TLS handshake timeout", "sent no data for", "did not answer within"} {
+	for _, s := range []string{"connection reset", "broken pipe", "unexpected EOF", "i/o timeout", "TLS handshake timeout", "sent no data for"} {
 		if strings.Contains(msg, s) {
 			return true
 		}

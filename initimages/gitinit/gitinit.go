@@ -259,20 +259,16 @@ func (r *run) prepareDest() error {
 		return fmt.Errorf("cannot open %s: %w", rootDir, err)
 	}
 	defer root.Close()
-	if err := root.MkdirAll(rel, 0o775); err != nil {
-		return fmt.Errorf("cannot create dest %s: %w", dest, err)
-	}
-	if rel != "." {
-		p := ""
-		for _, el := range strings.Split(rel, "/") {
-			p = filepath.Join(p, el)
-			fi, err := root.Lstat(p)
-			if err != nil {
+	// Refuse a symlink on the way before creating anything, and check
+	// again after creating what was missing.
+	for _, create := range []bool{false, true} {
+		if create {
+			if err := root.MkdirAll(rel, 0o775); err != nil {
 				return fmt.Errorf("cannot create dest %s: %w", dest, err)
 			}
-			if fi.Mode()&fs.ModeSymlink != 0 {
-				return &permanentError{fmt.Sprintf("dest %s passes through the symlink %s: choose a mountPath that does not lie inside a symlink of another context", dest, filepath.Join(rootDir, p))}
-			}
+		}
+		if err := checkNoSymlink(root, rootDir, rel, dest); err != nil {
+			return err
 		}
 	}
 	d, err := root.OpenRoot(rel)
@@ -291,6 +287,29 @@ func (r *run) prepareDest() error {
 		return fmt.Errorf("dest %s is not empty: a Git context needs a directory of its own", dest)
 	}
 	return r.clearDest()
+}
+
+// checkNoSymlink refuses a dest whose existing components below the root
+// include a symlink.
+func checkNoSymlink(root *os.Root, rootDir, rel, dest string) error {
+	if rel == "." {
+		return nil
+	}
+	p := ""
+	for _, el := range strings.Split(rel, "/") {
+		p = filepath.Join(p, el)
+		fi, err := root.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("cannot create dest %s: %w", dest, err)
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return &permanentError{fmt.Sprintf("dest %s passes through the symlink %s: choose a mountPath that does not lie inside a symlink of another context", dest, filepath.Join(rootDir, p))}
+		}
+	}
+	return nil
 }
 
 // clearDest removes dest's contents but not dest, which may be a mount

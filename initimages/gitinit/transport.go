@@ -64,7 +64,7 @@ func (timeoutTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil && isTimeout(err) {
 		var ie *idleError
 		if !errors.As(err, &ie) {
-			return nil, &idleError{fmt.Sprintf("%s did not answer within %s", req.URL.Host, time.Duration(httpIdleTimeout.Load()))}
+			return nil, &idleError{fmt.Sprintf("%s sent no data for %s (the server stalled)", req.URL.Host, time.Duration(httpIdleTimeout.Load()))}
 		}
 	}
 	return resp, err
