@@ -391,14 +391,37 @@ func (r *run) fetch(ctx context.Context, repo *git.Repository, t target) error {
 		}
 		// The server does not let clients ask for a commit that is not at
 		// a ref's tip (uploadpack.allowReachableSHA1InWant is off), or the
-		// commit does not exist. Fetch every branch and tag in full and
-		// look for it there, as git itself would have to.
-		r.logf("server refused to send commit %s directly (%v); fetching all branches and tags", t.commit, err)
-		opts.Depth = 0
+		// commit does not exist. Fetch the history of every branch and tag,
+		// deeper each time, until the commit turns up: a commit near a tip
+		// then costs little more than a shallow clone.
 		opts.RefSpecs = []config.RefSpec{
 			config.RefSpec(fmt.Sprintf("+refs/heads/*:refs/remotes/%s/*", remoteName)),
 			"+refs/tags/*:refs/tags/*",
 		}
+		steps := []int{0}
+		if r.depth > 0 {
+			steps = nil
+			for _, d := range []int{max(r.depth, 10), 100, 1000, infiniteDepth} {
+				if len(steps) == 0 || d > steps[len(steps)-1] {
+					steps = append(steps, d)
+				}
+			}
+		}
+		r.logf("server refused to send commit %s directly (%v); fetching all branches and tags, deeper until the commit turns up", t.commit, err)
+		for _, d := range steps {
+			opts.Depth = d
+			err := repo.FetchContext(ctx, opts)
+			if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+				return err
+			}
+			if _, err := repo.CommitObject(t.commit); err == nil {
+				if d > 0 && d < infiniteDepth {
+					r.logf("found commit %s within %d commits of a branch or tag", t.commit, d)
+				}
+				return nil
+			}
+		}
+		return nil
 	}
 	err := repo.FetchContext(ctx, opts)
 	if errors.Is(err, git.NoErrAlreadyUpToDate) {
@@ -406,6 +429,10 @@ func (r *run) fetch(ctx context.Context, repo *git.Repository, t target) error {
 	}
 	return err
 }
+
+// infiniteDepth is what git sends to deepen a shallow clone to its full
+// history (`git fetch --unshallow`).
+const infiniteDepth = 0x7fffffff
 
 // localName is where a fetched remote ref is stored: branches as
 // remote-tracking branches, everything else under its own name.
