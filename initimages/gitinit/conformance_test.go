@@ -358,6 +358,8 @@ func TestConformance(t *testing.T) {
 		want   string
 		ssh    bool
 		commit int // expected number of commits; 0: not checked
+		// maxCommits bounds the number of commits.
+		maxCommits int
 		// submodules checks out vendor/lib.
 		submodules bool
 	}{
@@ -368,9 +370,9 @@ func TestConformance(t *testing.T) {
 		{name: "lightweight tag full", url: plain.URL, ref: r.lightTag, depth: 0, want: r.main[10], commit: 11},
 		{name: "SHA at tip", url: plain.URL, ref: tip, depth: 1, want: tip, commit: 1},
 		{name: "SHA off tip, server allows it", url: allowSHA.URL, ref: r.main[90], depth: 1, want: r.main[90], commit: 1},
-		// Found by deepening every branch to 100 commits: main[20..30]
-		// are the history of main[30], not all 120 commits.
-		{name: "SHA off tip, server refuses it", url: plain.URL, ref: r.main[30], depth: 1, want: r.main[30], commit: 11},
+		// Found by deepening every branch and tag to 100 commits, not by
+		// fetching all history.
+		{name: "SHA off tip, server refuses it", url: plain.URL, ref: r.main[30], depth: 1, want: r.main[30], maxCommits: 30},
 		{name: "pull request ref", url: plain.URL, ref: "refs/pull/7/head", depth: 2, want: r.feature, commit: 2},
 		{name: "subdirectory path", url: plain.URL, depth: 1, path: "src/pkg03", want: tip},
 		{name: "path through a symlink", url: plain.URL, depth: 1, path: "links/src/pkg04", want: tip},
@@ -397,6 +399,10 @@ func TestConformance(t *testing.T) {
 			assertMatchesCommit(t, r.bare, p.Dest, tc.want)
 			if tc.commit > 0 {
 				assert.Equal(t, tc.commit, commitCount(t, p.Dest))
+			}
+			if tc.maxCommits > 0 {
+				assert.LessOrEqual(t, commitCount(t, p.Dest), tc.maxCommits)
+				assert.Contains(t, h.log.String(), "found commit "+tc.want+" within 100 commits of a branch or tag")
 			}
 			if !tc.submodules {
 				assert.Contains(t, h.log.String(), "submodule vendor/lib (commit "+r.lib+") is not checked out", "the left-out submodule is reported")
