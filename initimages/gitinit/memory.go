@@ -66,3 +66,4 @@ func maxBlobFor(limit int64) int64 {
 	}
 	return (limit - memoryOverhead) / blobMemoryFactor
 }
+
