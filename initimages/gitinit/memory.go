@@ -66,4 +66,3 @@ func maxBlobFor(limit int64) int64 {
 	}
 	return (limit - memoryOverhead) / blobMemoryFactor
 }
-
