@@ -13,16 +13,38 @@
 #   REGISTRY_PORT (5001), ROLLOUT_TIMEOUT (180s).
 set -euo pipefail
 
-render="$1" push_controller="$2" push_git_init="$3" push_context_init="$4"
-digest_controller="$5" digest_git_init="$6" digest_context_init="$7"
+# Every argument is a runfiles path ("_main/push_controller_push.sh", from
+# $(rlocationpath ...)). runfile turns one into an absolute path, so that a
+# file is never looked up on PATH as a command. `bazel run` starts this
+# script in <runfiles>/_main and may set RUNFILES_DIR.
+runfile() {
+	local base
+	for base in "${RUNFILES_DIR:-}" "$0.runfiles" "$PWD/.."; do
+		if [ -n "$base" ] && [ -e "$base/$1" ]; then
+			printf '%s/%s\n' "$(cd "$base" && pwd -P)" "$1"
+			return 0
+		fi
+	done
+	echo "deploy: $1 is not in the runfiles of //:deploy" >&2
+	return 1
+}
+
+render="$(runfile "$1")"
+push_controller="$(runfile "$2")"
+push_git_init="$(runfile "$3")"
+push_context_init="$(runfile "$4")"
+digest_controller="$(runfile "$5")"
+digest_git_init="$(runfile "$6")"
+digest_context_init="$(runfile "$7")"
 shift 7
 crds=()
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
-	crds+=("$1")
+	crds+=("$(runfile "$1")")
 	shift
 done
 shift # --
-manifests=("$@")
+manifests=()
+for f in "$@"; do manifests+=("$(runfile "$f")"); done
 
 cluster="${KIND_CLUSTER_NAME:-kubeopencode}"
 reg_name="${REGISTRY_NAME:-kind-registry}"
@@ -86,8 +108,10 @@ CM
 "$push_context_init" --repository "${prefix}/context-init"
 
 # 7. Render: every placeholder becomes localhost:PORT/kubeopencode/<image>@sha256:...
-rendered="$(mktemp --suffix=.yaml)"
-trap 'rm -f "$rendered"' EXIT
+# mktemp -d with a template works with both GNU and BSD (macOS) mktemp.
+workdir="$(mktemp -d "${TMPDIR:-/tmp}/kubeopencode-deploy.XXXXXX")"
+trap 'rm -rf "$workdir"' EXIT
+rendered="$workdir/kubeopencode.yaml"
 "$render" --repository "$prefix" \
 	--digest "controller=${digest_controller}" \
 	--digest "git-init=${digest_git_init}" \
