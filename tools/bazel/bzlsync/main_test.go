@@ -9,19 +9,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestRepoNameMatchesGoDeps(t *testing.T) {
-	for mod, want := range map[string]string{
-		"github.com/google/go-containerregistry":   "com_github_google_go_containerregistry",
-		"sigs.k8s.io/controller-runtime":           "io_k8s_sigs_controller_runtime",
-		"github.com/go-git/go-git/v5":              "com_github_go_git_go_git_v5",
-		"golang.org/x/crypto/x509roots/fallback":   "org_golang_x_crypto_x509roots_fallback",
-		"github.com/Masterminds/sprig/v3":          "com_github_masterminds_sprig_v3",
-		"gopkg.in/evanphx/json-patch.v4":           "in_gopkg_evanphx_json_patch_v4",
-		"github.com/santhosh-tekuri/jsonschema/v6": "com_github_santhosh_tekuri_jsonschema_v6",
-	} {
-		assert.Equal(t, want, RepoName(mod), mod)
-	}
-}
 
 func TestUseRepoListsExactlyTheReposBuildFilesUse(t *testing.T) {
 	root := t.TempDir()
