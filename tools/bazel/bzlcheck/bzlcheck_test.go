@@ -88,6 +88,8 @@ genrule(
 	"internal/lib/data/BUILD.bazel": `filegroup(name = "data", srcs = ["x.txt"], visibility = ["//visibility:public"])`,
 	"internal/lib/data/x.txt":       "x",
 	"tools/render/BUILD.bazel":      `go_test(name = "render_test", srcs = ["render_test.go"], data = ["//:install_manifests"])`,
+	"pub/BUILD.bazel":               "package(default_visibility = [\"//visibility:public\"])\n",
+	"pub/file.txt":                  "x",
 	"tools/render/render_test.go":   "package render\n",
 	"tools/images/bazel_test.go":    "package images\n",
 	"tools/render/cmd/render/BUILD.bazel": `
@@ -107,6 +109,7 @@ go_test(
         "//cmd/context-init:BUILD.bazel",
         "//internal/lib:data/x.txt",
         "//internal/lib/data",
+        "//pub:file.txt",
     ],
     deps = ["//internal/lib", "//cmd/controller:missing"],
 )
@@ -127,6 +130,9 @@ func TestLabelsExistAndAreVisible(t *testing.T) {
 		// A rule whose visibility leaves the user out.
 		`rule //internal/lib:lib is not visible to //tools/images`,
 		`//cmd/controller:missing: no such target`,
+		// default_visibility does not export files (it stops doing so when
+		// --incompatible_no_implicit_file_export flips).
+		`file //pub:file.txt is not visible to //tools/images`,
 		// Bazel 8 fails on a glob that matches nothing.
 		`glob(docs/*.md) matches no file`,
 		// $(location) of a label the rule does not declare.

@@ -498,13 +498,11 @@ func (ws *Workspace) Resolve(l Label) (*Target, error) {
 		if owner != l.Pkg {
 			return nil, fmt.Errorf("%s: %s belongs to package //%s, not //%s", l, file, owner, l.Pkg)
 		}
-		vis, exported := pkg.Exported[l.Name]
-		if !exported {
-			// Not named by exports_files: visible to its own package only,
-			// or as the package's default visibility says (Bazel's legacy
-			// behaviour while --incompatible_no_implicit_file_export is off).
-			vis = pkg.DefaultVisibility
-		}
+		// A file not named by exports_files is visible to its own package
+		// only. (While --incompatible_no_implicit_file_export is off, Bazel
+		// also lets the package's default_visibility apply; relying on that
+		// breaks when the flag flips, so it does not count here.)
+		vis := pkg.Exported[l.Name]
 		return &Target{Label: l, File: file, Visibility: vis}, nil
 	}
 	return nil, fmt.Errorf("%s: %w: package //%s declares no rule %q and has no file %s", l, errNoTarget, l.Pkg, l.Name, file)
