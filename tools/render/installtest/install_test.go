@@ -24,20 +24,12 @@ import (
 const root = "../../.."
 
 // installFiles are the manifests //:install_manifests holds (and the
-// documented render command takes): everything under manifests/ except the
-// Argo Events examples, the samples and kustomization files.
+// documented render command takes).
 func installFiles(t *testing.T) []render.File {
 	t.Helper()
 	files, err := render.Collect([]string{filepath.Join(root, "manifests")})
 	require.NoError(t, err)
-	var out []render.File
-	for _, f := range files {
-		rel := filepath.ToSlash(f.Rel)
-		if strings.HasPrefix(rel, "argo-events/") || strings.HasPrefix(rel, "samples/") || filepath.Base(rel) == "kustomization.yaml" {
-			continue
-		}
-		out = append(out, f)
-	}
+	out := render.InstallFiles(files)
 	require.NotEmpty(t, out)
 	return out
 }
