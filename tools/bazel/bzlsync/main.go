@@ -113,6 +113,12 @@ func sameGazelle(root string, mod *bzlmod.Module) error {
 	if err != nil {
 		return err
 	}
+	return checkSameGazelle(versions, mod)
+}
+
+// checkSameGazelle compares the module versions of tools/devtools/go.mod
+// with MODULE.bazel's bazel_dep on gazelle.
+func checkSameGazelle(versions map[string]string, mod *bzlmod.Module) error {
 	if got, want := versions[bzlmod.GazelleModule], "v"+mod.Deps["gazelle"]; got != want {
 		return fmt.Errorf("%s/go.mod requires %s %s but MODULE.bazel has bazel_dep(name = \"gazelle\", version = %q): "+
 			"update.sh and check.sh must run the Gazelle Bazel runs; set both to the same version", DevtoolsDir, bzlmod.GazelleModule, got, mod.Deps["gazelle"])

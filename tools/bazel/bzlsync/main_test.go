@@ -7,6 +7,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/kubeopencode/kubeopencode/tools/bazel/bzlmod"
 )
 
 
@@ -49,4 +51,15 @@ use_repo(oci, "distroless_static")
 
 	_, err = SetUseRepo("MODULE.bazel", []byte(`module(name = "x")`), "go_deps", used)
 	require.ErrorContains(t, err, "no use_repo(go_deps")
+}
+
+// The Gazelle update.sh and check.sh run must be the one Bazel runs.
+func TestSameGazelleAsBazel(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "MODULE.bazel")
+	require.NoError(t, os.WriteFile(p, []byte("module(name = \"x\")\n\nbazel_dep(name = \"gazelle\", version = \"0.53.0\")\n"), 0o644))
+	mod, err := bzlmod.ReadModule(p)
+	require.NoError(t, err)
+	err = checkSameGazelle(map[string]string{bzlmod.GazelleModule: "v0.52.2"}, mod)
+	require.ErrorContains(t, err, "requires github.com/bazelbuild/bazel-gazelle v0.52.2 but MODULE.bazel has bazel_dep(name = \"gazelle\", version = \"0.53.0\")")
+	require.NoError(t, checkSameGazelle(map[string]string{bzlmod.GazelleModule: "v0.53.0"}, mod))
 }
