@@ -11,7 +11,6 @@ import (
 	"github.com/kubeopencode/kubeopencode/tools/bazel/bzlmod"
 )
 
-
 func TestUseRepoListsExactlyTheReposBuildFilesUse(t *testing.T) {
 	root := t.TempDir()
 	write := func(rel, content string) {
