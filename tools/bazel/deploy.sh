@@ -16,17 +16,24 @@ set -euo pipefail
 # Every argument is a runfiles path ("_main/push_controller_push.sh", from
 # $(rlocationpath ...)). runfile turns one into an absolute path, so that a
 # file is never looked up on PATH as a command. `bazel run` starts this
-# script in <runfiles>/_main and may set RUNFILES_DIR.
+# script in <runfiles>/_main. RUNFILES_DIR is exported for the push scripts
+# of rules_oci, which find crane and the image through it: run from here,
+# their own "$0.runfiles" does not exist.
+if [ -z "${RUNFILES_DIR:-}" ]; then
+	if [ -d "$0.runfiles" ]; then
+		RUNFILES_DIR="$0.runfiles"
+	else
+		RUNFILES_DIR="$PWD/.."
+	fi
+fi
+RUNFILES_DIR="$(cd "$RUNFILES_DIR" && pwd -P)"
+export RUNFILES_DIR
 runfile() {
-	local base
-	for base in "${RUNFILES_DIR:-}" "$0.runfiles" "$PWD/.."; do
-		if [ -n "$base" ] && [ -e "$base/$1" ]; then
-			printf '%s/%s\n' "$(cd "$base" && pwd -P)" "$1"
-			return 0
-		fi
-	done
-	echo "deploy: $1 is not in the runfiles of //:deploy" >&2
-	return 1
+	if [ ! -e "$RUNFILES_DIR/$1" ]; then
+		echo "deploy: $1 is not in the runfiles of //:deploy ($RUNFILES_DIR)" >&2
+		return 1
+	fi
+	printf '%s/%s\n' "$RUNFILES_DIR" "$1"
 }
 
 render="$(runfile "$1")"

@@ -73,7 +73,14 @@ func TestDeployRunsAsBazelRunDoes(t *testing.T) {
 			switch r := target.Rule; {
 			case r != nil && r.Kind == "oci_push":
 				pushes = append(pushes, r.Name)
-				require.NoError(t, os.WriteFile(dst, []byte("#!/bin/sh\necho \"push "+r.Name+" $*\" >>\""+log+"\"\n"), 0o755))
+				// Like rules_oci's push script, it finds its runfiles
+				// (crane, the image) through RUNFILES_DIR or "$0.runfiles".
+				require.NoError(t, os.WriteFile(dst, []byte(`#!/bin/bash
+f=bazel_tools/tools/bash/runfiles/runfiles.bash
+[ -f "${RUNFILES_DIR:-/dev/null}/$f" ] || [ -f "$0.runfiles/$f" ] ||
+	{ echo "ERROR: runfiles.bash initializer cannot find $f" >&2; exit 1; }
+echo "push `+r.Name+` $*" >>"`+log+`"
+`), 0o755))
 			case r != nil && strings.HasSuffix(l.Name, ".digest"):
 				require.NoError(t, os.WriteFile(dst, []byte(fakeIndexDigest(r.Name)+"\n"), 0o644))
 			case r != nil && r.Kind == "kubeopencode_go_binary":
@@ -85,6 +92,10 @@ func TestDeployRunsAsBazelRunDoes(t *testing.T) {
 		}
 	}
 	require.NotEmpty(t, pushes)
+	// The push rule's runfiles bring Bazel's bash runfiles library.
+	lib := filepath.Join(runfiles, "bazel_tools", "tools", "bash", "runfiles", "runfiles.bash")
+	require.NoError(t, os.MkdirAll(filepath.Dir(lib), 0o755))
+	require.NoError(t, os.WriteFile(lib, []byte("# runfiles library\n"), 0o644))
 	src, err := ParseLabel(deploy.Attrs["srcs"].Strings()[0], "")
 	require.NoError(t, err)
 	require.NoError(t, copyFile(filepath.Join(repoRoot, src.Pkg, src.Name), script))
