@@ -23,7 +23,7 @@ const repoRoot = "../../.."
 var deployStubs = map[string]string{
 	"docker": `case "$1" in
 inspect) case "$*" in *Networks.kind*) echo null ;; *) exit 1 ;; esac ;;
-exec) if [ "$3" = cp ]; then cat >/dev/null; fi ;;
+exec) if [ "$2" = -i ]; then cat >/dev/null; fi ;;
 esac`,
 	"kind": `case "$1 $2" in
 "get clusters") ;;
