@@ -79,7 +79,9 @@ genrule(
 	"manifests/crd/tasks.yaml":      "kind: CustomResourceDefinition\n",
 	"manifests/controller/ns.yaml":  "kind: Namespace\n",
 	"manifests/samples/task.yaml":   "kind: Task\n",
-	"cmd/controller/BUILD.bazel":    `go_binary(name = "controller", srcs = ["main.go"])`,
+	"cmd/controller/BUILD.bazel":    "load(\"//tools/bazel:defs.bzl\", \"kubeopencode_go_binary\", \"go_binary_pure\", \"_private\")\nload(\"//nope:defs.bzl\", \"x\")\ngo_binary(name = \"controller\", srcs = [\"main.go\"])\n",
+	"tools/bazel/BUILD.bazel":       "",
+	"tools/bazel/defs.bzl":          "load(\"@rules_go//go:def.bzl\", \"go_binary\")\n\n_private = 1\n\ndef kubeopencode_go_binary(name, **kwargs):\n    go_binary(name = name, **kwargs)\n",
 	"cmd/controller/main.go":        "package main\n",
 	"cmd/git-init/BUILD.bazel":      "go_binary(name = \"git-init\", srcs = [\"main.go\"])\nexports_files([\"BUILD.bazel\"], visibility = [\"//tools/images:__pkg__\"])\n",
 	"cmd/git-init/main.go":          "package main\n",
@@ -133,6 +135,9 @@ func TestLabelsExistAndAreVisible(t *testing.T) {
 		// default_visibility does not export files (it stops doing so when
 		// --incompatible_no_implicit_file_export flips).
 		`file //pub:file.txt is not visible to //tools/images`,
+		// load() of symbols a .bzl file does not define, or keeps private.
+		`cmd/controller/BUILD.bazel:1: load("//tools/bazel:defs.bzl"): //tools/bazel:defs.bzl does not define go_binary_pure, _private`,
+		`cmd/controller/BUILD.bazel:2: load("//nope:defs.bzl"): no package //nope`,
 		// Bazel 8 fails on a glob that matches nothing.
 		`glob(docs/*.md) matches no file`,
 		// $(location) of a label the rule does not declare.
@@ -147,7 +152,9 @@ func TestLabelsIntoGoDepsRepositories(t *testing.T) {
 		"own/common/BUILD.bazel": "go_library(name = \"go_default_library\")\ngo_test(name = \"go_default_test\")\n",
 		"own/common/c.go":        "package common\n",
 		// Modules without BUILD files: Gazelle generates them.
-		"gen/v5/x.go":         "package gen\n",
+		"gen/v5/x.go": "package gen\n",
+		// rules_go's go/def.bzl re-exports its rules.
+		"rules_go/go/def.bzl": "load(\"//go/private:rules.bzl\", _go_library = \"go_library\")\n\ngo_library = _go_library\n",
 		"gen/v5/core/v1/x.go": "package v1\n",
 		"legacy/pkg/x.go":     "package pkg\n",
 	})
@@ -157,6 +164,9 @@ func TestLabelsIntoGoDepsRepositories(t *testing.T) {
 			"com_example_gen_v5": {ModulePath: "example.com/gen/v5", Name: "com_example_gen_v5", BuildFileGeneration: "auto"},
 			"com_example_legacy": {ModulePath: "example.com/legacy", Name: "com_example_legacy", BuildFileGeneration: "auto", NamingConvention: "go_default_library"},
 		},
+		RuleSetDir: func(repo string) (string, bool, error) {
+			return filepath.Join(modules, "rules_go"), repo == "rules_go", nil
+		},
 		Versions: map[string]string{"example.com/own": "v1.0.0", "example.com/gen/v5": "v5.0.0", "example.com/legacy": "v1.0.0"},
 		ModuleDir: func(path, version string) (string, error) {
 			return filepath.Join(modules, map[string]string{"example.com/own": "own", "example.com/gen/v5": filepath.Join("gen", "v5"), "example.com/legacy": "legacy"}[path]), nil
@@ -164,6 +174,9 @@ func TestLabelsIntoGoDepsRepositories(t *testing.T) {
 	}
 	ws, err := LoadWorkspace(writeTree(t, map[string]string{
 		"lib/BUILD.bazel": `
+load("@rules_go//go:def.bzl", "go_library", "go_embed_data")
+load("@rules_oci//oci:defs.bzl", "oci_image")
+
 go_library(
     name = "lib",
     srcs = ["lib.go"],
@@ -185,6 +198,7 @@ go_library(
 	}))
 	require.NoError(t, err)
 	assertProblems(t, CheckLabels(ws, resolver),
+		`lib/BUILD.bazel:2: load("@rules_go//go:def.bzl"): @rules_go//go:def.bzl does not define go_embed_data`,
 		`@com_example_own//common:common: example.com/own keeps its own BUILD files (go_deps does not run Gazelle there), and common/BUILD.bazel declares no "common"; it has :go_default_library, :go_default_test`,
 		`@com_example_own//missing:go_default_library: example.com/own@v1.0.0 has no directory "missing"`,
 		`@com_example_gen_v5//core/v1:v1: the library Gazelle generates for example.com/gen/v5/core/v1 is :core`,

@@ -29,6 +29,10 @@ type GoRepoResolver struct {
 	Versions map[string]string        // go.mod version by module path
 	// ModuleDir returns the directory of a Go module version.
 	ModuleDir func(path, version string) (string, error)
+	// RuleSetDir returns the source directory of a Bazel module that is
+	// also a Go module (rules_go, gazelle) at its bazel_dep version; known
+	// is false for other repositories.
+	RuleSetDir func(repo string) (dir string, known bool, err error)
 }
 
 // CheckLabels reports every label of a BUILD file that names nothing, or
@@ -38,6 +42,11 @@ type GoRepoResolver struct {
 func CheckLabels(ws *Workspace, goRepos *GoRepoResolver) []string {
 	problems := append([]string(nil), ws.Problems...)
 	for _, pkg := range sortedPackages(ws) {
+		for _, ld := range pkg.Loads {
+			if p := checkLoad(ws, goRepos, pkg, ld); p != "" {
+				problems = append(problems, fmt.Sprintf("%s:%d: load(%q): %s", pkg.File, ld.Line, ld.Module, p))
+			}
+		}
 		for _, r := range sortedRules(pkg) {
 			where := fmt.Sprintf("%s: %s %s", pkg.File, r.Kind, r.Name)
 			declared := map[Label]bool{}
@@ -76,6 +85,77 @@ func CheckLabels(ws *Workspace, goRepos *GoRepoResolver) []string {
 		}
 	}
 	return problems
+}
+
+// checkLoad returns why a load() of a BUILD file fails, or "": the .bzl
+// file must exist (in its package) and define every symbol loaded, publicly.
+// External .bzl files are checked where their source is known.
+func checkLoad(ws *Workspace, goRepos *GoRepoResolver, pkg *Package, ld Load) string {
+	l, err := ParseLabel(ld.Module, pkg.Path)
+	if err != nil {
+		return err.Error()
+	}
+	var file string
+	if l.Repo == "" {
+		if _, ok := ws.Packages[l.Pkg]; !ok {
+			return fmt.Sprintf("no package //%s", l.Pkg)
+		}
+		file = filepath.Join(ws.Root, filepath.FromSlash(path.Join(l.Pkg, l.Name)))
+	} else {
+		if goRepos == nil || goRepos.RuleSetDir == nil {
+			return ""
+		}
+		dir, known, err := goRepos.RuleSetDir(l.Repo)
+		if err != nil {
+			return err.Error()
+		}
+		if !known {
+			return ""
+		}
+		file = filepath.Join(dir, filepath.FromSlash(path.Join(l.Pkg, l.Name)))
+	}
+	names, err := bzlNames(file)
+	if err != nil {
+		return err.Error()
+	}
+	var missing []string
+	for _, sym := range ld.Symbols {
+		if strings.HasPrefix(sym, "_") || !names[sym] {
+			missing = append(missing, sym)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Sprintf("%s does not define %s", l, strings.Join(missing, ", "))
+	}
+	return ""
+}
+
+// bzlNames lists the top-level names a .bzl file defines.
+func bzlNames(file string) (map[string]bool, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	f, err := build.ParseBzl(file, data)
+	if err != nil {
+		return nil, err
+	}
+	names := map[string]bool{}
+	for _, stmt := range f.Stmt {
+		switch stmt := stmt.(type) {
+		case *build.DefStmt:
+			names[stmt.Name] = true
+		case *build.AssignExpr:
+			if id, ok := stmt.LHS.(*build.Ident); ok {
+				names[id.Name] = true
+			}
+		case *build.LoadStmt:
+			for _, to := range stmt.To {
+				names[to.Name] = true
+			}
+		}
+	}
+	return names, nil
 }
 
 // checkLabel returns why l cannot be used from package from, or "".

@@ -2,7 +2,8 @@
 // BUILD files as Bazel's loading phase does and fails on what `bazel build`
 // or `bazel test` would fail on.
 //
-//	bzlcheck labels    every label names a target that exists and is visible to
+//	bzlcheck labels    every load() finds its symbols; every label names a target
+//	                   that exists and is visible to
 //	                   its user; location expansions name prerequisites; globs
 //	                   match files; labels into go_deps repositories name their
 //	                   real targets (the module's own BUILD file, or the
@@ -98,6 +99,16 @@ func goRepoResolver(root string) (*GoRepoResolver, error) {
 	g := &GoRepoResolver{Repos: map[string]bzlmod.GoRepo{}, Versions: versions}
 	for _, r := range bzlmod.GoRepos(paths, mod.GoDeps, defaults) {
 		g.Repos[r.Name] = r
+	}
+	// Bazel modules whose source is a Go module of the same version.
+	ruleSets := map[string]string{"rules_go": "github.com/bazelbuild/rules_go", "gazelle": bzlmod.GazelleModule}
+	g.RuleSetDir = func(repo string) (string, bool, error) {
+		mp, ok := ruleSets[repo]
+		if !ok || mod.Deps[repo] == "" {
+			return "", false, nil
+		}
+		d, err := g.ModuleDir(mp, "v"+mod.Deps[repo])
+		return d, true, err
 	}
 	var mu sync.Mutex
 	dirs := map[string]string{}

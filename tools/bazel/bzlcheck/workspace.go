@@ -32,6 +32,15 @@ type Package struct {
 	Rules             map[string]*Rule
 	// Exported maps a file name exported with exports_files to its visibility.
 	Exported map[string][]string
+	// Loads are the load() statements of the BUILD file.
+	Loads []Load
+}
+
+// Load is one load() statement.
+type Load struct {
+	Module  string   // the .bzl label as written
+	Symbols []string // the names it imports
+	Line    int
 }
 
 // Rule is one target-declaring call (a rule or a macro) in a BUILD file.
@@ -155,11 +164,15 @@ func (ws *Workspace) loadPackage(buildFile string) error {
 		switch stmt := stmt.(type) {
 		case *build.AssignExpr:
 			ev.vars[build.FormatString(stmt.LHS)] = stmt.RHS
+		case *build.LoadStmt:
+			ld := Load{Module: stmt.Module.Value, Line: lineOf(stmt)}
+			for _, from := range stmt.From {
+				ld.Symbols = append(ld.Symbols, from.Name)
+			}
+			pkg.Loads = append(pkg.Loads, ld)
 		case *build.CallExpr:
 			kind := build.FormatString(stmt.X)
 			switch kind {
-			case "load":
-				continue
 			case "package":
 				for _, a := range stmt.List {
 					if kw, ok := a.(*build.AssignExpr); ok && build.FormatString(kw.LHS) == "default_visibility" {
