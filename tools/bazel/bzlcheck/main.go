@@ -2,12 +2,12 @@
 // BUILD files as Bazel's loading phase does and fails on what `bazel build`
 // or `bazel test` would fail on.
 //
-//	bzlcheck labels    every load() finds its symbols; every label names a target
-//	                   that exists and is visible to
-//	                   its user; location expansions name prerequisites; globs
-//	                   match files; labels into go_deps repositories name their
-//	                   real targets (the module's own BUILD file, or the
-//	                   naming convention go_deps generates it with)
+//	bzlcheck labels    every load() finds its symbols; every label names a
+//	                   target that exists and is visible to its user; location
+//	                   expansions name prerequisites; globs match files; labels
+//	                   into go_deps repositories name their real targets (the
+//	                   module's own BUILD file, or the naming convention
+//	                   go_deps generates it with)
 //	bzlcheck scripts   no script argument can expand to a path without "/"
 //	bzlcheck runfiles  every go_test not tagged manual passes when run as
 //	                   `bazel test` runs it (see CheckRunfiles)
