@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -389,4 +390,31 @@ go_library(name = "emb", srcs = ["emb.go"], data = ["emb.txt"], deps = [":lib"],
 	// dependencies' data are, filegroups expanded.
 	assert.Equal(t, []string{"a.txt", "lib/emb.txt", "lib/lib.txt", "n/b.txt"}, tests[0].Runfiles)
 	assertProblems(t, problems, "data //:g is a genrule: this check cannot build it without Bazel")
+}
+
+// A cached test binary is reused only while nothing it links changed.
+func TestTestBinaryCacheFollowsTheSources(t *testing.T) {
+	root := writeTree(t, map[string]string{
+		"go.mod":          "module example.com/ws\n\ngo 1.26\n",
+		"lib/lib.go":      "package lib\n\nfunc Answer() int { return 42 }\n",
+		"pkg/pkg_test.go": "package pkg\n\nimport (\"testing\"; \"example.com/ws/lib\")\n\nfunc TestAnswer(t *testing.T) { if lib.Answer() != 42 { t.Fatal(lib.Answer()) } }\n",
+	})
+	cache := t.TempDir()
+	key, err := testBinaryKey(root, "pkg")
+	require.NoError(t, err)
+	bin := filepath.Join(t.TempDir(), "pkg.test")
+	require.NoError(t, compileTest(root, "pkg", bin, cache))
+	assert.FileExists(t, filepath.Join(cache, key))
+	out, err := exec.Command(bin).CombinedOutput()
+	require.NoError(t, err, string(out))
+
+	// A change in a dependency gives another key, and a binary that sees it.
+	require.NoError(t, os.WriteFile(filepath.Join(root, "lib", "lib.go"), []byte("package lib\n\nfunc Answer() int { return 41 }\n"), 0o644))
+	key2, err := testBinaryKey(root, "pkg")
+	require.NoError(t, err)
+	assert.NotEqual(t, key, key2)
+	require.NoError(t, compileTest(root, "pkg", bin, cache))
+	out, err = exec.Command(bin).CombinedOutput()
+	require.Error(t, err, "the relinked binary must fail: %s", out)
+	assert.Contains(t, string(out), "41")
 }

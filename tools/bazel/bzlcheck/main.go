@@ -65,6 +65,9 @@ func run(args []string) error {
 		}
 		defer os.RemoveAll(work)
 		opts := RunfilesOptions{Work: work, Parallel: *parallel, HostTools: []string{"git"}, Log: os.Stdout}
+		if dir, err := os.UserCacheDir(); err == nil {
+			opts.Cache = filepath.Join(dir, "kubeopencode", "bzlcheck-tests")
+		}
 		if *only != "" {
 			opts.Only = strings.Split(*only, ",")
 		}

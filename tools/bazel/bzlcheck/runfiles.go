@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"os"
@@ -42,6 +43,11 @@ type RunfilesOptions struct {
 	Only []string
 	// Log receives progress lines.
 	Log io.Writer
+	// Cache, when set, keeps each compiled test binary under a key of the
+	// compiled packages it links (their export data in the Go build cache),
+	// so an unchanged test is not linked again. Entries this run did not
+	// use are removed.
+	Cache string
 }
 
 // GoTest is a go_test target and the files Bazel gives it at run time.
@@ -196,8 +202,97 @@ func CheckRunfiles(ws *Workspace, opts RunfilesOptions) []string {
 		}()
 	}
 	wg.Wait()
+	if opts.Cache != "" {
+		pruneCache(opts.Cache, used)
+	}
 	sort.Strings(problems)
 	return problems
+}
+
+var (
+	usedMu sync.Mutex
+	used   = map[string]bool{}
+)
+
+// testBinaryKey names a test binary by everything linked into it: the
+// export data of each package (content-addressed files of the Go build
+// cache), the Go version and the environment that changes builds.
+func testBinaryKey(root, pkg string) (string, error) {
+	out, err := goCmd(root, "list", "-test", "-deps", "-export", "-f", "{{.ImportPath}} {{.Export}}", "./"+pkg)
+	if err != nil {
+		return "", fmt.Errorf("go list -export ./%s: %v\n%s", pkg, err, out)
+	}
+	ver, err := goCmd(root, "env", "GOVERSION", "GOOS", "GOARCH", "GOFLAGS", "CGO_ENABLED", "GOEXPERIMENT")
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	h.Write(ver)
+	h.Write(out)
+	return fmt.Sprintf("%x", h.Sum(nil)), nil
+}
+
+// compileTest writes the test binary of pkg to bin, from the cache when it
+// holds one for the same key.
+func compileTest(root, pkg, bin, cache string) error {
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		return err
+	}
+	var cached string
+	if cache != "" {
+		key, err := testBinaryKey(root, pkg)
+		if err != nil {
+			return err
+		}
+		cached = filepath.Join(cache, key)
+		usedMu.Lock()
+		used[key] = true
+		usedMu.Unlock()
+		if err := copyExecutable(cached, bin); err == nil {
+			return nil
+		}
+	}
+	if out, err := goCmd(root, "test", "-c", "-o", bin, "./"+pkg); err != nil {
+		return fmt.Errorf("go test -c ./%s: %v\n%s", pkg, err, out)
+	}
+	if cached != "" {
+		if err := os.MkdirAll(cache, 0o755); err != nil {
+			return err
+		}
+		// Another checkout may fill the same entry at the same time: write
+		// a file of our own and rename it into place.
+		tmp, err := os.CreateTemp(cache, "partial-*")
+		if err != nil {
+			return err
+		}
+		tmp.Close()
+		if err := copyExecutable(bin, tmp.Name()); err != nil {
+			os.Remove(tmp.Name())
+			return err
+		}
+		return os.Rename(tmp.Name(), cached)
+	}
+	return nil
+}
+
+func copyExecutable(src, dst string) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, data, 0o755)
+}
+
+func pruneCache(dir string, keep map[string]bool) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !keep[e.Name()] {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 func runTest(ws *Workspace, t GoTest, work string, opts RunfilesOptions) string {
@@ -214,8 +309,8 @@ func runTest(ws *Workspace, t GoTest, work string, opts RunfilesOptions) string 
 	// and runs it from <pkg>.
 	binRel := path.Join(r.Pkg.Path, r.Name+"_", r.Name)
 	bin := filepath.Join(main, filepath.FromSlash(binRel))
-	if out, err := goCmd(ws.Root, "test", "-c", "-o", bin, "./"+r.Pkg.Path); err != nil {
-		return fmt.Sprintf("%s: go test -c ./%s: %v\n%s", where, r.Pkg.Path, err, out)
+	if err := compileTest(ws.Root, r.Pkg.Path, bin, opts.Cache); err != nil {
+		return fmt.Sprintf("%s: %v", where, err)
 	}
 	for _, b := range t.Binaries {
 		rel := path.Join(b.Pkg.Path, b.Name+"_", b.Name)
