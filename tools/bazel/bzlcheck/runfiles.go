@@ -289,9 +289,16 @@ func pruneCache(dir string, keep map[string]bool) {
 		return
 	}
 	for _, e := range entries {
-		if !keep[e.Name()] {
-			os.Remove(filepath.Join(dir, e.Name()))
+		if keep[e.Name()] {
+			continue
 		}
+		if strings.HasPrefix(e.Name(), "partial-") {
+			// Possibly being written by a concurrent run.
+			if info, err := e.Info(); err != nil || time.Since(info.ModTime()) < time.Hour {
+				continue
+			}
+		}
+		os.Remove(filepath.Join(dir, e.Name()))
 	}
 }
 
