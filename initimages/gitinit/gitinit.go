@@ -222,7 +222,10 @@ func (r *run) cloneWithRetry(ctx context.Context) (plumbing.Hash, error) {
 		if cerr := r.clearDest(); cerr != nil {
 			return plumbing.ZeroHash, fmt.Errorf("%s (and cannot clean up: %v)", describe(err, r.url, r.auth != nil), cerr)
 		}
-		if !isTransient(err) || ctx.Err() != nil {
+		if ctx.Err() != nil {
+			return plumbing.ZeroHash, fmt.Errorf("stopped before the clone of %s was complete (%v); nothing was left behind", r.url, context.Cause(ctx))
+		}
+		if !isTransient(err) {
 			return plumbing.ZeroHash, errors.New(describe(err, r.url, r.auth != nil))
 		}
 		elapsed := time.Since(start)
