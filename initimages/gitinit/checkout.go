@@ -110,7 +110,9 @@ func (w *treeWriter) dir(root *os.Root, prefix string, treeHash plumbing.Hash) (
 			w.entries = append(w.entries, &index.Entry{Name: p, Hash: e.Hash, Mode: filemode.Submodule})
 			wrote = true
 		default:
-			if !e.Mode.IsFile() {
+			// Like git, any 100xxx mode is a regular file, executable
+			// when the owner may execute it (old trees carry 100664).
+			if uint32(e.Mode)&0o170000 != 0o100000 {
 				return false, &checkoutError{fmt.Sprintf("commit %s has entry %s with mode %o, which git does not check out", w.commit, quotePath(p), uint32(e.Mode))}
 			}
 			if err := w.file(root, p, e); err != nil {

@@ -474,6 +474,10 @@ func TestPathRulesMatchTheCLI(t *testing.T) {
 	for _, n := range []string{".gitmodules", ".GITMODULES", ".gitmodules.", ".gitmodules ", "gitmod~1", "GI7EBA~1", "gitmodules", "x.gitmodules"} {
 		variants = append(variants, variant{fmt.Sprintf("symlink %q", n), tree(entry{"100644", "README.md", readme}, entry{"120000", n, link})})
 	}
+	// Modes older tools wrote: git treats any 100xxx as a file.
+	for _, mode := range []string{"100664", "100600", "100700"} {
+		variants = append(variants, variant{"mode " + mode, tree(entry{"100644", "README.md", readme}, entry{mode, "file", blob})})
+	}
 	nested := tree(entry{"40000", "hooks", tree(entry{"100755", "post-checkout", blob})})
 	variants = append(variants, variant{"nested .git/hooks", tree(entry{"100644", "README.md", readme}, entry{"40000", "sub", tree(entry{"40000", ".git", nested})})})
 
