@@ -127,6 +127,8 @@ type run struct {
 	depth int
 	// maxBlob is the largest blob the checkout decodes (0: no limit).
 	maxBlob int64
+	// proxy routes SSH connections through the idle-timeout dialer.
+	proxy transport.ProxyOptions
 	// dest is the open destination directory.
 	dest *os.Root
 	// level is 0 for the Git context's repository, n for a submodule n
@@ -167,6 +169,9 @@ func newRun(plan *contract.GitPlan, opts Options, red *redactor) (*run, error) {
 	r.auth, err = authFor(ep, clean, userinfo, creds, opts)
 	if err != nil {
 		return r, err
+	}
+	if ep.Protocol == "ssh" {
+		r.proxy = sshProxyOptions()
 	}
 	return r, nil
 }
@@ -355,7 +360,7 @@ func (r *run) clone(ctx context.Context) (plumbing.Hash, error) {
 	if err != nil {
 		return plumbing.ZeroHash, err
 	}
-	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: r.auth, PeelingOption: git.AppendPeeled})
+	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: r.auth, PeelingOption: git.AppendPeeled, ProxyOptions: r.proxy})
 	if err != nil {
 		return plumbing.ZeroHash, err
 	}
@@ -372,10 +377,11 @@ func (r *run) clone(ctx context.Context) (plumbing.Hash, error) {
 
 func (r *run) fetch(ctx context.Context, repo *git.Repository, t target) error {
 	opts := &git.FetchOptions{
-		RemoteName: remoteName,
-		Auth:       r.auth,
-		Depth:      r.depth,
-		Tags:       git.NoTags,
+		RemoteName:   remoteName,
+		Auth:         r.auth,
+		Depth:        r.depth,
+		Tags:         git.NoTags,
+		ProxyOptions: r.proxy,
 	}
 	switch t.kind {
 	case "branch":

@@ -9,10 +9,12 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -578,4 +580,45 @@ func TestDestThroughSymlink(t *testing.T) {
 	assert.Equal(t, "keep", string(b))
 	_, err = os.Stat(filepath.Join(elsewhere, "victim", "README.md"))
 	assert.True(t, os.IsNotExist(err), "nothing cloned outside the root")
+}
+
+// TestStalledSSHServer: an SSH server that accepts the connection and then
+// says nothing fails the attempt after the idle timeout, retried as a
+// transient error, instead of hanging git-init.
+func TestStalledSSHServer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	h := newHarness(t)
+	h.opts.IdleTimeout = time.Second
+	h.opts.RetryBudget = 2 * time.Second
+	p := h.plan("ssh://git@"+l.Addr().String()+"/repo.git", "main", 1)
+	p.CredentialsDir = h.secret(map[string]string{"password": "pw", "insecure-ignore-host-key": "true"})
+	start := time.Now()
+	_, err = h.run(p)
+	require.Error(t, err)
+	t.Log(err)
+	assert.Less(t, time.Since(start), 10*time.Second)
+	assert.Contains(t, err.Error(), "gave up after")
+	assert.Contains(t, err.Error(), "sent no data for 1s (the server stalled)")
 }

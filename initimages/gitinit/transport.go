@@ -6,16 +6,20 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"sync/atomic"
 	"time"
 
+	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/plumbing/transport/client"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	"golang.org/x/net/proxy"
 )
 
-// HTTP timeouts, set from Options at the start of each Run: go-git picks
-// its HTTP transport from a process-wide registry, so the transport reads
-// them when it dials.
+// Connection timeouts, set from Options at the start of each Run: go-git
+// picks its transports from a process-wide registry, so the dialers read
+// them when they dial.
 var (
 	httpDialTimeout atomic.Int64 // time.Duration
 	httpIdleTimeout atomic.Int64 // time.Duration
@@ -110,3 +114,35 @@ type idleError struct{ msg string }
 func (e *idleError) Error() string   { return e.msg }
 func (e *idleError) Timeout() bool   { return true }
 func (e *idleError) Temporary() bool { return true }
+
+// idleProxyScheme names a "proxy" that is no proxy: go-git's SSH transport
+// dials through golang.org/x/net/proxy when a proxy URL is given, which is
+// the only way to hand it a connection with the idle timeout.
+const idleProxyScheme = "kubeopencode-idle"
+
+func init() {
+	proxy.RegisterDialerType(idleProxyScheme, func(*url.URL, proxy.Dialer) (proxy.Dialer, error) {
+		return idleDialer{}, nil
+	})
+}
+
+// sshProxyOptions makes go-git's SSH transport dial through idleDialer,
+// unless the environment names a real proxy (ALL_PROXY), which then keeps
+// working as before.
+func sshProxyOptions() transport.ProxyOptions {
+	if os.Getenv("ALL_PROXY") != "" || os.Getenv("all_proxy") != "" {
+		return transport.ProxyOptions{}
+	}
+	return transport.ProxyOptions{URL: idleProxyScheme + "://direct"}
+}
+
+// idleDialer connects directly with the dial and idle timeouts.
+type idleDialer struct{}
+
+func (d idleDialer) Dial(network, addr string) (net.Conn, error) {
+	return d.DialContext(context.Background(), network, addr)
+}
+
+func (idleDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return dialWithIdleTimeout(ctx, network, addr, time.Duration(httpDialTimeout.Load()), time.Duration(httpIdleTimeout.Load()))
+}
