@@ -1,6 +1,7 @@
 package gitinit
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha1" //nolint:gosec // Git's object names are SHA-1; this only recomputes them.
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"runtime"
 	"sort"
 	"strconv"
 	"syscall"
@@ -31,6 +33,10 @@ import (
 // from the stat data of the files just created, so that `git status` is
 // clean at once.
 
+// largeBlob is the size from which the checkout collects garbage after
+// writing a blob.
+const largeBlob = 8 << 20
+
 // maxSymlinkTarget is Linux's PATH_MAX: symlink(2) refuses longer targets.
 const maxSymlinkTarget = 4096
 
@@ -50,7 +56,9 @@ func (e *checkoutError) Error() string { return e.msg }
 type treeWriter struct {
 	ctx     context.Context
 	objects storer.EncodedObjectStorer
-	commit  plumbing.Hash
+	// packs, when set, decodes blobs instead of go-git (see packReader).
+	packs  *packReader
+	commit plumbing.Hash
 	// maxBlob is the largest blob that may be decoded (0: no limit); see
 	// memoryLimit.
 	maxBlob    int64
@@ -182,6 +190,15 @@ func (w *treeWriter) blob(p string, h plumbing.Hash) (io.ReadCloser, int64, erro
 	if w.maxBlob > 0 && size > w.maxBlob {
 		return nil, 0, &checkoutError{fmt.Sprintf("file %s of commit %s is %s; decoding it needs up to %s of memory but git-init's memory limit is %s: raise the memory limit of the git-init container or leave the file out of the repository", quotePath(p), w.commit, humanBytes(size), humanBytes(size*blobMemoryFactor), humanBytes(w.memLimit))}
 	}
+	if w.packs != nil {
+		data, err := w.packs.blob(h)
+		if err == nil {
+			return io.NopCloser(bytes.NewReader(data)), size, nil
+		}
+		if !errors.Is(err, errNotInPack) {
+			return nil, 0, fmt.Errorf("cannot read blob %s of %s: %w", h, quotePath(p), err)
+		}
+	}
 	rd, err := obj.Reader()
 	if err != nil {
 		return nil, 0, fmt.Errorf("cannot read blob %s of %s: %w", h, quotePath(p), err)
@@ -240,6 +257,12 @@ func (w *treeWriter) file(root *os.Root, p string, e object.TreeEntry) error {
 	w.files++
 	w.bytes += size
 	w.entries = append(w.entries, indexEntry(p, e.Hash, mode, info))
+	if size >= largeBlob {
+		// Hand the memory of a large blob back before the next one, so
+		// that peaks do not add up.
+		rd.Close()
+		runtime.GC()
+	}
 	return nil
 }
 

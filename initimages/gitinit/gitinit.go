@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -516,8 +517,17 @@ func (r *run) writeWorktree(ctx context.Context, repo *git.Repository, commit pl
 	if err != nil {
 		return err
 	}
+	// The fetch leaves garbage (go-git's pack indexer holds whole
+	// objects); collecting it now lets the checkout reuse that memory
+	// instead of growing the process.
+	runtime.GC()
 	start := time.Now()
-	w := &treeWriter{ctx: ctx, objects: repo.Storer, commit: commit, maxBlob: r.maxBlob, memLimit: r.opts.MemoryLimit}
+	packs, err := openPacks(filepath.Join(r.plan.Dest, git.GitDirName))
+	if err != nil {
+		return err
+	}
+	defer packs.Close()
+	w := &treeWriter{ctx: ctx, objects: repo.Storer, packs: packs, commit: commit, maxBlob: r.maxBlob, memLimit: r.opts.MemoryLimit}
 	if err := w.writeTree(r.dest, c.TreeHash); err != nil {
 		return err
 	}

@@ -57,7 +57,7 @@ func BenchmarkClone(b *testing.B) {
 				cmd := exec.Command(bin)
 				cmd.Env = []string{contract.GitPlanEnv + "=" + string(plan), initutil.EnvAllowedRoots + "=" + ws, initutil.EnvTerminationMessagePath + "=" + filepath.Join(ws, "termination-log")}
 				if v, ok := os.LookupEnv("GOGC"); ok {
-					cmd.Env = append(cmd.Env, "GOGC="+v) // to compare collector settings
+					cmd.Env = append(cmd.Env, "GOGC="+v) // to compare collector settings (git-init's default is 25)
 				}
 				return cmd
 			})
