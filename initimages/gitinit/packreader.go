@@ -130,7 +130,8 @@ func (r *packReader) at(p *pack, off int64, depth int) (plumbing.ObjectType, []b
 	} else {
 		bp, boff, ok := r.find(hdr.Reference)
 		if !ok {
-			return 0, nil, fmt.Errorf("delta base %s is missing", hdr.Reference)
+			// A base outside the packs (a loose object): go-git reads it.
+			return 0, nil, errNotInPack
 		}
 		typ, base, err = r.at(bp, boff, depth+1)
 	}
