@@ -52,8 +52,10 @@ const (
 func BenchmarkHistory(b *testing.B) {
 	bin := buildController(b)
 	kubeconfig := writeKubeconfig(b)
+	// The 55,000 objects are left behind: deleting them takes the API
+	// server longer than the benchmark itself, and it runs last in the
+	// package (a later -count repetition sees them, as the docs say).
 	history := namespace(b)
-	b.Cleanup(func() { deleteSlowly(b, history) })
 	create(b, newAgent(history, v1alpha1.DefaultAgentName, nil))
 	start := time.Now()
 
@@ -363,23 +365,4 @@ func createFinished(b *testing.B, ns, prefix string, from, to int, ttl *int32) {
 	if err != nil {
 		b.Fatal(err)
 	}
-}
-
-// deleteSlowly deletes a namespace's Tasks and Jobs when there are so many
-// that one call times out: the API server goes on deleting, and the call is
-// repeated until none is left.
-func deleteSlowly(b *testing.B, ns string) {
-	deadline := time.Now().Add(15 * time.Minute)
-	for time.Now().Before(deadline) {
-		for _, obj := range []client.Object{&v1alpha1.Task{}, &batchv1.Job{}} {
-			_ = k8s.DeleteAllOf(context.Background(), obj, client.InNamespace(ns), client.PropagationPolicy(metav1.DeletePropagationBackground))
-		}
-		var tasks v1alpha1.TaskList
-		var jobs batchv1.JobList
-		if k8s.List(context.Background(), &tasks, client.InNamespace(ns), client.Limit(1)) == nil && len(tasks.Items) == 0 &&
-			k8s.List(context.Background(), &jobs, client.InNamespace(ns), client.Limit(1)) == nil && len(jobs.Items) == 0 {
-			return
-		}
-	}
-	b.Errorf("namespace %s still holds Tasks or Jobs after 15 minutes", ns)
 }
