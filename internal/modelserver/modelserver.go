@@ -13,6 +13,8 @@ package modelserver
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,6 +85,19 @@ type Request struct {
 	// Header holds the request headers; Authorization and x-api-key are
 	// recorded as "<redacted>" when present.
 	Header http.Header
+	// KeyFingerprint identifies the API key the agent sent (Authorization:
+	// Bearer or x-api-key) without recording it: KeyFingerprint of the key.
+	KeyFingerprint string
+}
+
+// KeyFingerprint is what Request.KeyFingerprint holds for key: the first 16
+// hex digits of its SHA-256; empty for no key.
+func KeyFingerprint(key string) string {
+	if key == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:8])
 }
 
 // Message is one message of a conversation, flattened to text.
@@ -171,6 +186,12 @@ func (s *Server) Handle(name string, script Script) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.scripts[name] = script
+	return s.BaseURL(name)
+}
+
+// BaseURL is the base URL of the named script's API, whether or not it is
+// registered yet.
+func (s *Server) BaseURL(name string) string {
 	if name == "default" {
 		return s.URL + "/v1"
 	}
@@ -253,6 +274,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 		return
 	}
 	req.Script, req.Received, req.Header = name, time.Now(), redact(hr.Header)
+	key := strings.TrimPrefix(hr.Header.Get("Authorization"), "Bearer ")
+	if key == "" {
+		key = hr.Header.Get("X-Api-Key")
+	}
+	req.KeyFingerprint = KeyFingerprint(key)
 	s.record(req)
 	if script == nil {
 		writeError(w, api, &Error{Status: http.StatusNotFound, Message: fmt.Sprintf("no script named %q", name)})
