@@ -88,7 +88,6 @@ func debFiles(pkg string, deb []byte) ([]entry, error) {
 	}
 }
 
-
 // mergedTop are the top-level directories Debian 12 keeps under /usr.
 var mergedTop = map[string]bool{"bin": true, "sbin": true, "lib": true, "lib32": true, "lib64": true, "libx32": true}
 

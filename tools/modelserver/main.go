@@ -38,14 +38,15 @@ type step struct {
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8080", "address to serve on")
 	scriptFile := flag.String("script", "", "JSON file with the script's steps (required)")
+	verbose := flag.Bool("v", false, "print each request's messages too")
 	flag.Parse()
-	if err := run(*listen, *scriptFile); err != nil {
+	if err := run(*listen, *scriptFile, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "modelserver:", err)
 		os.Exit(1)
 	}
 }
 
-func run(listen, scriptFile string) error {
+func run(listen, scriptFile string, verbose bool) error {
 	if scriptFile == "" {
 		return fmt.Errorf("--script is required: a JSON list of steps such as [{\"text\": \"Done.\"}]")
 	}
@@ -90,6 +91,11 @@ func run(listen, scriptFile string) error {
 		reqs := srv.Requests("")
 		for _, r := range reqs[seen:] {
 			fmt.Printf("%s %s request: model %q, turn %d, %d messages, tools %v\n", r.Received.Format(time.TimeOnly), r.API, r.Model, r.Turn, len(r.Messages), r.Tools)
+			if verbose {
+				for _, m := range r.Messages {
+					fmt.Printf("  %s: %q\n", m.Role, m.Text)
+				}
+			}
 		}
 		seen = len(reqs)
 	}

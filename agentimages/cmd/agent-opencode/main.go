@@ -70,19 +70,18 @@ func run(stdout, stderr io.Writer) (int, string) {
 	if m := os.Getenv("OPENCODE_MODEL"); m != "" {
 		args = append(args, "--model", m)
 	}
-	msg := string(prompt)
-	if strings.HasPrefix(msg, "-") {
-		// A message is a positional argument; one that starts with "-"
-		// would be read as an option.
-		msg = "\n" + msg
-	}
-	args = append(args, msg)
-
 	fmt.Fprintf(stdout, "agent-opencode: running OpenCode in %s on %s (%d bytes)\n", dir, taskFile, len(prompt))
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
-	// OpenCode reads a non-terminal stdin into the prompt: give it none.
-	cmd.Stdin = nil
+	// OpenCode takes a non-terminal stdin as the message, byte for byte.
+	// (A message given as arguments is re-quoted when it holds spaces,
+	// which would change the prompt.)
+	pf, err := os.Open(taskFile)
+	if err != nil {
+		return 2, fmt.Sprintf("cannot read the Task's prompt: %v", err)
+	}
+	defer pf.Close()
+	cmd.Stdin = pf
 	cmd.Stderr = stderr
 	events, err := cmd.StdoutPipe()
 	if err != nil {

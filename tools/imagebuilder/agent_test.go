@@ -1,0 +1,209 @@
+package imagebuilder_test
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kubeopencode/kubeopencode/tools/imagebuilder"
+	"github.com/kubeopencode/kubeopencode/tools/images"
+)
+
+// agentBuilder builds the agent image for this machine's architecture from
+// the inputs pinned in tools/images (fetched once per machine into the
+// default cache, verified on every use).
+func agentBuilder(t *testing.T) *imagebuilder.Builder {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("the agent image's inputs are fetched with apt-get and npm on Linux")
+	}
+	b := &imagebuilder.Builder{
+		ModuleDir: "../..",
+		Epoch:     testEpoch,
+		Version:   "v1.2.3",
+		Revision:  "abc",
+		Platforms: []images.Platform{{OS: "linux", Arch: runtime.GOARCH}},
+	}
+	zip, err := b.ZoneInfoZip(context.Background())
+	require.NoError(t, err)
+	b.Base = &imagebuilder.BuiltBase{Epoch: testEpoch, ZoneInfoZip: zip}
+	return b
+}
+
+// TestAgentImageIsReproducible: two builds of the agent image from the same
+// pinned inputs give the same digest.
+func TestAgentImageIsReproducible(t *testing.T) {
+	ctx := context.Background()
+	first, err := agentBuilder(t).Build(ctx, images.AgentOpenCode)
+	require.NoError(t, err)
+	second, err := agentBuilder(t).Build(ctx, images.AgentOpenCode)
+	require.NoError(t, err)
+	assert.Equal(t, first.Digest, second.Digest)
+
+	img := platformImage(t, first)
+	cfg, err := img.ConfigFile()
+	require.NoError(t, err)
+	assert.Equal(t, images.User, cfg.Config.User)
+	assert.Equal(t, images.AgentOpenCode.Entrypoint(), cfg.Config.Entrypoint)
+	for _, e := range images.AgentEnv {
+		assert.Contains(t, cfg.Config.Env, e)
+	}
+	layers, err := img.Layers()
+	require.NoError(t, err)
+	var sizes []string
+	for i, l := range layers {
+		n, err := l.Size()
+		require.NoError(t, err)
+		sizes = append(sizes, cfg.History[i].CreatedBy[:min(60, len(cfg.History[i].CreatedBy))]+": "+byteSize(n))
+	}
+	t.Logf("compressed layers of %s:\n  %s", images.AgentOpenCode.Name, strings.Join(sizes, "\n  "))
+}
+
+func byteSize(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
+
+func platformImage(t *testing.T, b *imagebuilder.Built) v1.Image {
+	t.Helper()
+	im, err := b.Index.IndexManifest()
+	require.NoError(t, err)
+	require.Len(t, im.Manifests, 1)
+	img, err := b.Index.Image(im.Manifests[0].Digest)
+	require.NoError(t, err)
+	return img
+}
+
+// TestAgentImageTools unpacks the agent image and runs its programs as its
+// user (65532) in a chroot: the shell and the busybox utilities, git (a
+// clone, a commit and a push), ripgrep and OpenCode.
+func TestAgentImageTools(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("running the image's programs in a chroot needs root")
+	}
+	built, err := agentBuilder(t).Build(context.Background(), images.AgentOpenCode)
+	require.NoError(t, err)
+	img := platformImage(t, built)
+	cfg, err := img.ConfigFile()
+	require.NoError(t, err)
+	root := t.TempDir()
+	require.NoError(t, os.Chmod(root, 0o755))
+	unpack(t, img, root)
+	// A container runtime gives a container /proc and /dev; OpenCode's
+	// runtime (Bun) needs /proc. Device files are bound one by one, never
+	// the host's /dev directory, which a failed unmount would leave to the
+	// temporary directory's removal.
+	mount := func(src, dst, fstype string, flags uintptr) {
+		t.Helper()
+		require.NoError(t, syscall.Mount(src, dst, fstype, flags, ""), "mounting %s on %s", src, dst)
+		t.Cleanup(func() { assert.NoError(t, syscall.Unmount(dst, syscall.MNT_DETACH)) })
+	}
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "proc"), 0o555))
+	mount("proc", filepath.Join(root, "proc"), "proc", 0)
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "dev"), 0o755))
+	for _, d := range []string{"null", "zero", "random", "urandom"} {
+		dst := filepath.Join(root, "dev", d)
+		require.NoError(t, os.WriteFile(dst, nil, 0o666))
+		mount("/dev/"+d, dst, "", syscall.MS_BIND)
+	}
+
+	runIn := func(dir string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Path = args[0]
+		cmd.Dir = dir
+		cmd.Env = cfg.Config.Env
+		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: root, Credential: &syscall.Credential{Uid: images.UserID, Gid: images.UserID}}
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%v: %s", args, out)
+		return string(out)
+	}
+	sh := func(script string) string { t.Helper(); return runIn("/tmp", "/bin/sh", "-c", script) }
+
+	assert.Equal(t, "3\n", sh("echo $((1 + 2))"))
+	applets := strings.Fields(runIn("/", "/usr/bin/busybox", "--list"))
+	for _, a := range imagebuilder.BusyboxApplets {
+		assert.Contains(t, applets, a, "busybox has the applet %s that the image links", a)
+	}
+	assert.Equal(t, "b\na\n", sh("printf 'a\\nb\\n' | sort -r | head -n 2"))
+
+	assert.Contains(t, runIn("/", "/usr/bin/rg", "--version"), "ripgrep 13.0.0")
+	assert.Equal(t, images.OpenCodeVersion+"\n", runIn("/tmp", images.OpenCodeBinary, "--version"))
+	assert.Equal(t, "65532\n"+images.AgentHome+"\n", sh("id -u; echo $HOME"))
+
+	// A coding agent's Git round trip: clone, commit, push, as 65532.
+	out := sh(`set -e
+export GIT_AUTHOR_NAME=agent GIT_AUTHOR_EMAIL=agent@example.com GIT_COMMITTER_NAME=agent GIT_COMMITTER_EMAIL=agent@example.com
+git init -q --bare -b main /tmp/origin.git
+git clone -q /tmp/origin.git /tmp/work 2>/dev/null
+cd /tmp/work
+echo hello > README.md
+git add README.md
+git commit -q -m "first commit"
+git push -q origin HEAD:main
+git -C /tmp/origin.git log --format=%s main
+git -C /tmp/origin.git cat-file -p main:README.md
+git --version`)
+	assert.Equal(t, "first commit\nhello\ngit version 2.39.5\n", out)
+}
+
+// unpack writes the image's file system (its layers flattened) under root.
+func unpack(t *testing.T, img v1.Image, root string) {
+	t.Helper()
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	type link struct{ path, target string }
+	var hard []link
+	var dirs []string
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err)
+		p := filepath.Join(root, filepath.FromSlash(h.Name))
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		switch h.Typeflag {
+		case tar.TypeDir:
+			require.NoError(t, os.MkdirAll(p, 0o755))
+			require.NoError(t, os.Chmod(p, os.FileMode(h.Mode).Perm()|modeSticky(h.Mode)))
+			require.NoError(t, os.Lchown(p, h.Uid, h.Gid))
+			dirs = append(dirs, p)
+		case tar.TypeReg:
+			f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, os.FileMode(h.Mode).Perm())
+			require.NoError(t, err)
+			_, err = io.Copy(f, tr)
+			require.NoError(t, err)
+			require.NoError(t, f.Close())
+			require.NoError(t, os.Chmod(p, os.FileMode(h.Mode).Perm()))
+		case tar.TypeSymlink:
+			require.NoError(t, os.Symlink(h.Linkname, p))
+		case tar.TypeLink:
+			hard = append(hard, link{p, filepath.Join(root, filepath.FromSlash(h.Linkname))})
+		}
+	}
+	for _, l := range hard {
+		require.NoError(t, os.Link(l.target, l.path))
+	}
+	sort.Strings(dirs)
+}
+
+func modeSticky(mode int64) os.FileMode {
+	if mode&0o1000 != 0 {
+		return os.ModeSticky
+	}
+	return 0
+}
