@@ -29,13 +29,13 @@ import (
 // scripted model's script, with a read-only root filesystem. The API key
 // comes from a Secret, as with a real provider; extra is merged into the
 // OpenCode configuration.
-func opencodeAgent(t *testing.T, ns, script string, extra map[string]any) *v1alpha1.Agent {
+func opencodeAgent(t testing.TB, ns, script string, extra map[string]any) *v1alpha1.Agent {
 	t.Helper()
 	const key = "scripted-key-for-" + "e2e"
-	create(t, &corev1.Secret{
+	require.NoError(t, env.k8s.Create(t.Context(), &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "model-credentials", Namespace: ns},
 		StringData: map[string]string{"api-key": key},
-	})
+	}))
 	cfg := map[string]any{
 		"provider": map[string]any{"scripted": map[string]any{
 			"npm":     "@ai-sdk/openai-compatible",

@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"path"
+	"sort"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -200,4 +202,28 @@ func (s *entrySet) add(e entry) error {
 	return nil
 }
 
-func (s *entrySet) list() []entry { return s.items }
+// list returns the entries. Regular files with the same contents and mode
+// (git ships several programs twice, in usr/bin and usr/lib/git-core) become
+// hard links to the first of them in path order, which the layer writes
+// first: the bytes are stored once.
+func (s *entrySet) list() []entry {
+	out := append([]entry(nil), s.items...)
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	type key struct {
+		sum  [sha256.Size]byte
+		mode int64
+	}
+	first := map[key]string{}
+	for i, e := range out {
+		if e.Type != tar.TypeReg || len(e.Data) < 4096 {
+			continue
+		}
+		k := key{sha256.Sum256(e.Data), e.Mode}
+		if p, ok := first[k]; ok {
+			out[i] = entry{Path: e.Path, Type: tar.TypeLink, Mode: e.Mode, Link: p}
+			continue
+		}
+		first[k] = e.Path
+	}
+	return out
+}
