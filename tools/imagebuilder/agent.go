@@ -12,6 +12,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -46,13 +47,45 @@ type agentLayer struct {
 	createdBy string
 }
 
+// Inputs provides the pinned inputs of the agent image, each checked
+// against its pin: Fetcher downloads them, Files reads them from disk.
+type Inputs interface {
+	Deb(ctx context.Context, p images.DebianPackage, arch string) ([]byte, error)
+	NPM(ctx context.Context, p images.NPMPackage) ([]byte, error)
+}
+
+// LayerTar is one layer of the agent image as an uncompressed tar stream.
+type LayerTar struct {
+	// Name is a short name for the file it is written to: "debian",
+	// "opencode" or "config".
+	Name      string
+	CreatedBy string
+	Data      []byte
+}
+
+// AgentLayerTars returns the layers an agent image carries between its base
+// and its launcher binary, as tar streams with every timestamp set to epoch.
+// The Bazel pipeline writes them with cmd/agentlayers and stacks them like
+// the Go-native builder does.
+func AgentLayerTars(ctx context.Context, in Inputs, p images.Platform, epoch time.Time) ([]LayerTar, error) {
+	layers, err := agentLayers(ctx, in, p)
+	if err != nil {
+		return nil, err
+	}
+	var out []LayerTar
+	for i, l := range layers {
+		data, err := layerTar(l.entries, epoch)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", l.createdBy, err)
+		}
+		out = append(out, LayerTar{Name: []string{"debian", "opencode", "config"}[i], CreatedBy: l.createdBy, Data: data})
+	}
+	return out, nil
+}
+
 // agentLayers builds the layers an agent image carries between its base
 // and its launcher binary: the Debian packages, OpenCode, its configuration.
-func (b *Builder) agentLayers(ctx context.Context, p images.Platform) ([]agentLayer, error) {
-	f := b.Fetcher
-	if f == nil {
-		f = &Fetcher{}
-	}
+func agentLayers(ctx context.Context, f Inputs, p images.Platform) ([]agentLayer, error) {
 	pkgs, ok := images.AgentDebianPackages[p.Arch]
 	if !ok {
 		return nil, fmt.Errorf("no Debian packages are pinned for %s", p)
@@ -121,7 +154,11 @@ func (b *Builder) agentLayers(ctx context.Context, p images.Platform) ([]agentLa
 
 // appendAgentLayers adds the agent layers and environment to base.
 func (b *Builder) appendAgentLayers(ctx context.Context, base v1.Image, p images.Platform) (v1.Image, error) {
-	layers, err := b.agentLayers(ctx, p)
+	var in Inputs = &Fetcher{}
+	if b.Fetcher != nil {
+		in = b.Fetcher
+	}
+	layers, err := agentLayers(ctx, in, p)
 	if err != nil {
 		return nil, err
 	}

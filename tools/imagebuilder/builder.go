@@ -41,7 +41,7 @@ type Builder struct {
 	Base BaseSource
 	// Fetcher gets the pinned inputs of agent images; a Fetcher with the
 	// default cache when nil.
-	Fetcher *Fetcher
+	Fetcher Inputs
 	// MainPackages overrides the Go main package of an image by image name,
 	// for building an image from another package than images.Image.MainPackage.
 	MainPackages map[string]string

@@ -167,3 +167,42 @@ func hostDebArch() string {
 	}
 	return strings.TrimSpace(string(out))
 }
+
+// Files provides the agent image's inputs from files already downloaded
+// (by Bazel's http_file, for example): each file is matched to its pin by
+// checksum, so a file that matches no pin is never used.
+type Files struct {
+	byDigest map[string][]byte
+}
+
+// ReadFiles reads the files and indexes them by SHA256 and SHA512.
+func ReadFiles(paths []string) (*Files, error) {
+	f := &Files{byDigest: map[string][]byte{}}
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		s256 := sha256.Sum256(data)
+		s512 := sha512.Sum512(data)
+		f.byDigest["sha256:"+hex.EncodeToString(s256[:])] = data
+		f.byDigest["sha512-"+base64.StdEncoding.EncodeToString(s512[:])] = data
+	}
+	return f, nil
+}
+
+// Deb implements Inputs.
+func (f *Files) Deb(_ context.Context, p images.DebianPackage, arch string) ([]byte, error) {
+	if data, ok := f.byDigest["sha256:"+p.SHA256]; ok {
+		return data, nil
+	}
+	return nil, fmt.Errorf("no file given matches Debian package %s %s (%s), SHA256 %s", p.Name, p.Version, arch, p.SHA256)
+}
+
+// NPM implements Inputs.
+func (f *Files) NPM(_ context.Context, p images.NPMPackage) ([]byte, error) {
+	if data, ok := f.byDigest[p.Integrity]; ok {
+		return data, nil
+	}
+	return nil, fmt.Errorf("no file given matches npm package %s, integrity %s", p.Spec(), p.Integrity)
+}
