@@ -66,132 +66,162 @@ type payloadField struct {
 	Name string `json:"name"`
 }
 
-// filterEvent decides whether the dependency accepts the event, as Argo's
-// Sensor does before any trigger sees it. The returned reason says, for a
-// rejected event, which filter rejected it and why.
-func (d *eventDependency) filterEvent(ev Event) (bool, string, error) {
+// filterOutcome is what the Sensor makes of one event for one dependency.
+type filterOutcome struct {
+	pass bool
+	// err is the filtering error the Sensor logs (at Warn) with the event;
+	// the Sensor logs nothing else about which filter dropped an event.
+	err error
+	// reason is the emulator's own account of a drop: which filter and why.
+	reason string
+}
+
+// filterEvent decides whether the dependency accepts the event, following
+// the Sensor's order and error handling. An error is returned only for
+// what the emulator does not reproduce.
+func (d *eventDependency) filterEvent(ev Event) (filterOutcome, error) {
 	if d.Transform != nil {
-		return false, "", fmt.Errorf("dependency %q: transform is not emulated", d.Name)
+		return filterOutcome{}, fmt.Errorf("dependency %q: transform is not emulated", d.Name)
 	}
 	f := d.Filters
 	if f == nil {
-		return true, "", nil
+		return filterOutcome{pass: true}, nil
 	}
 	if f.Time != nil {
-		return false, "", fmt.Errorf("dependency %q: filters.time is not emulated", d.Name)
+		return filterOutcome{}, fmt.Errorf("dependency %q: filters.time is not emulated", d.Name)
 	}
 	if f.Script != "" {
-		return false, "", fmt.Errorf("dependency %q: filters.script is not emulated", d.Name)
+		return filterOutcome{}, fmt.Errorf("dependency %q: filters.script is not emulated", d.Name)
 	}
-	op, err := logicalOperator(d.FiltersLogicalOperator, "filtersLogicalOperator")
-	if err != nil {
-		return false, "", fmt.Errorf("dependency %q: %w", d.Name, err)
+	for field, op := range map[string]string{
+		"filtersLogicalOperator":      d.FiltersLogicalOperator,
+		"filters.exprLogicalOperator": f.ExprLogicalOperator,
+		"filters.dataLogicalOperator": f.DataLogicalOperator,
+	} {
+		if op != "" && op != logicalAnd && op != logicalOr {
+			// The Sensor controller rejects the Sensor.
+			return filterOutcome{}, fmt.Errorf("dependency %q: %s %q must be \"and\", \"or\" or empty", d.Name, field, op)
+		}
 	}
+	or := d.FiltersLogicalOperator == logicalOr
 
-	type outcome struct {
-		set    bool
-		pass   bool
-		reason string
-	}
-	var outcomes []outcome
-	if f.Exprs != nil {
-		pass, reason, err := filterExprs(f.Exprs, f.ExprLogicalOperator, ev.Data)
-		if err != nil {
-			return false, "", fmt.Errorf("dependency %q: %w", d.Name, err)
+	var errs, reasons []string
+	expr := filterExprs(f.Exprs, f.ExprLogicalOperator, ev.Data)
+	if expr.err != nil {
+		if !or {
+			return expr, nil
 		}
-		outcomes = append(outcomes, outcome{true, pass, reason})
+		errs = append(errs, expr.err.Error())
 	}
-	if len(f.Data) > 0 {
-		pass, reason, err := filterData(f.Data, f.DataLogicalOperator, ev.Data)
-		if err != nil {
-			return false, "", fmt.Errorf("dependency %q: %w", d.Name, err)
+	data := filterData(f.Data, f.DataLogicalOperator, ev.Data)
+	if data.err != nil {
+		if !or {
+			return data, nil
 		}
-		outcomes = append(outcomes, outcome{true, pass, reason})
+		errs = append(errs, data.err.Error())
 	}
-	if f.Context != nil {
-		pass, reason := filterContext(f.Context, ev.Context)
-		outcomes = append(outcomes, outcome{true, pass, reason})
-	}
-
-	var reasons []string
-	for _, o := range outcomes {
-		if op == logicalOr && o.pass {
-			return true, "", nil
-		}
-		if !o.pass {
+	ctx := filterContext(f.Context, ev.Context)
+	for _, o := range []filterOutcome{expr, data, ctx} {
+		if !o.pass && o.reason != "" {
 			reasons = append(reasons, o.reason)
 		}
 	}
-	if op == logicalOr {
-		// Like Argo, "or" over no filter at all passes nothing.
-		return false, strings.Join(reasons, "; "), nil
-	}
-	if len(reasons) > 0 {
-		return false, reasons[0], nil
-	}
-	return true, "", nil
-}
-
-func logicalOperator(op, field string) (string, error) {
-	switch strings.ToLower(op) {
-	case "", logicalAnd:
-		return logicalAnd, nil
-	case logicalOr:
-		return logicalOr, nil
-	default:
-		return "", fmt.Errorf("%s %q must be \"and\" or \"or\"", field, op)
-	}
-}
-
-// filterData applies data filters. A filter that cannot be evaluated (a
-// missing path, an unparsable value) counts as not matching, which is what
-// the Sensor does after logging the error.
-func filterData(filters []dataFilter, operator string, data []byte) (bool, string, error) {
-	return combine(filters, operator, "dataLogicalOperator", "data filter", data, matchDataFilter)
-}
-
-// combine applies filters of one kind under their logical operator ("and",
-// the default, or "or") and says which filter rejected the event.
-func combine[F any](filters []F, operator, field, kind string, data []byte, match func(F, []byte) (bool, string)) (bool, string, error) {
-	op, err := logicalOperator(operator, field)
-	if err != nil {
-		return false, "", err
-	}
-	if !gjson.ValidBytes(data) {
-		return false, kind + ": event data is not valid JSON", nil
-	}
-	var reasons []string
-	for _, f := range filters {
-		ok, reason := match(f, data)
-		if ok && op == logicalOr {
-			return true, "", nil
+	if or {
+		pass := (f.Exprs != nil && expr.pass) || (f.Data != nil && data.pass) || (f.Context != nil && ctx.pass)
+		out := filterOutcome{pass: pass}
+		if len(errs) > 0 {
+			out.err = errors.New(strings.Join(errs, " / "))
 		}
-		if !ok {
-			if op == logicalAnd {
-				return false, reason, nil
+		if !pass {
+			out.reason = strings.Join(reasons, "; ")
+			if out.reason == "" {
+				out.reason = "filtersLogicalOperator is or, and no filter passed"
 			}
-			reasons = append(reasons, reason)
 		}
+		return out, nil
 	}
-	if op == logicalOr {
-		return false, strings.Join(reasons, "; "), nil
+	if expr.pass && data.pass && ctx.pass {
+		return filterOutcome{pass: true}, nil
 	}
-	return true, "", nil
+	return filterOutcome{reason: reasons[0]}, nil
 }
 
-func matchDataFilter(f dataFilter, data []byte) (bool, string) {
+// filterError formats an error as the Sensor does: "data filter error (...)".
+func filterError(kind, format string, args ...any) error {
+	return fmt.Errorf("%s filter error (%s)", kind, fmt.Sprintf(format, args...))
+}
+
+// filterData applies data filters as the Sensor does (see combineFilters).
+func filterData(filters []dataFilter, operator string, data []byte) filterOutcome {
+	if len(filters) == 0 || data == nil {
+		return filterOutcome{pass: true}
+	}
+	return combineFilters("data", filters, operator, data, matchDataFilter)
+}
+
+// match is one filter's verdict: it matched, it does not count (an
+// expression without fields), or it did not match, with the emulator's
+// reason and, where the Sensor sees one, the filtering error.
+type match struct {
+	ok, skip bool
+	reason   string
+	err      error
+}
+
+// combineFilters applies filters of one kind ("data" or "expr") under their
+// logical operator, as the Sensor does: with "and" (the default) a filter
+// that cannot be evaluated (a missing path, a bad value) is a filtering
+// error and a value that does not match a plain drop; with "or" the first
+// match passes and the errors of the others are collected.
+func combineFilters[F any](kind string, filters []F, operator string, data []byte, test func(F, []byte) match) filterOutcome {
+	if !gjson.ValidBytes(data) {
+		return filterOutcome{err: filterError(kind, "event data not valid JSON"), reason: kind + " filter: event data is not valid JSON"}
+	}
+	or := operator == logicalOr
+	var errs, reasons []string
+	for _, f := range filters {
+		m := test(f, data)
+		switch {
+		case m.skip:
+		case m.err != nil && !or:
+			return filterOutcome{err: filterError(kind, "%s", m.err), reason: m.reason}
+		case m.err != nil:
+			errs = append(errs, m.err.Error())
+			reasons = append(reasons, m.reason)
+		case m.ok && or:
+			return filterOutcome{pass: true}
+		case !m.ok && !or:
+			return filterOutcome{reason: m.reason}
+		case !m.ok:
+			reasons = append(reasons, m.reason)
+		}
+	}
+	if !or {
+		return filterOutcome{pass: true}
+	}
+	out := filterOutcome{reason: strings.Join(reasons, "; ")}
+	if len(errs) > 0 {
+		out.err = fmt.Errorf("%s filter errors [%s]", kind, strings.Join(errs, " / "))
+	}
+	return out
+}
+
+// matchDataFilter tests one data filter. The error is what the Sensor
+// reports as a filtering error; the reason says, in the emulator's words,
+// why the filter did not match.
+func matchDataFilter(f dataFilter, data []byte) match {
 	where := "data filter " + f.Path
 	res := gjson.GetBytes(data, f.Path)
 	if !res.Exists() {
-		return false, where + ": path does not exist in the event"
+		return match{reason: where + ": path does not exist in the event", err: fmt.Errorf("path '%s' does not exist", f.Path)}
 	}
 	if len(f.Value) == 0 {
-		return false, where + ": no values specified"
+		return match{reason: where + ": no values specified", err: errors.New("no values specified")}
 	}
 	if f.Template != "" {
 		out, err := executeTemplate(f.Template, res.String())
 		if err != nil {
-			return false, where + ": " + err.Error()
+			return match{reason: where + ": " + err.Error(), err: err}
 		}
 		res = gjson.Parse(strconv.Quote(out))
 	}
@@ -200,29 +230,29 @@ func matchDataFilter(f dataFilter, data []byte) (bool, string) {
 		for _, v := range f.Value {
 			want, err := strconv.ParseBool(v)
 			if err != nil {
-				return false, fmt.Sprintf("%s: value %q is not a bool", where, v)
+				return match{reason: fmt.Sprintf("%s: value %q is not a bool", where, v), err: err}
 			}
 			if want == res.Bool() {
-				return true, ""
+				return match{ok: true}
 			}
 		}
-		return false, fmt.Sprintf("%s: %s is none of %v", where, res.Raw, f.Value)
+		return match{reason: fmt.Sprintf("%s: %s is none of %v", where, res.Raw, f.Value)}
 	case "number":
 		for _, v := range f.Value {
 			want, err := strconv.ParseFloat(v, 64)
 			if err != nil {
-				return false, fmt.Sprintf("%s: value %q is not a number", where, v)
+				return match{reason: fmt.Sprintf("%s: value %q is not a number", where, v), err: err}
 			}
 			if compareNumbers(res.Float(), want, f.Comparator) {
-				return true, ""
+				return match{ok: true}
 			}
 		}
-		return false, fmt.Sprintf("%s: %s is not %s any of %v", where, res.Raw, comparatorText(f.Comparator), f.Value)
+		return match{reason: fmt.Sprintf("%s: %s is not %s any of %v", where, res.Raw, comparatorText(f.Comparator), f.Value)}
 	case "string":
 		for _, v := range f.Value {
 			re, err := regexp.Compile(v)
 			if err != nil {
-				return false, fmt.Sprintf("%s: value %q is not a regular expression: %v", where, v, err)
+				return match{reason: fmt.Sprintf("%s: value %q is not a regular expression: %v", where, v, err), err: err}
 			}
 			// Argo matches the pattern anywhere in the value (no implicit
 			// anchors), so "opened" also matches "reopened".
@@ -230,20 +260,20 @@ func matchDataFilter(f dataFilter, data []byte) (bool, string) {
 			switch f.Comparator {
 			case "", "=":
 				if matched {
-					return true, ""
+					return match{ok: true}
 				}
 			case "!=":
 				if !matched {
-					return true, ""
+					return match{ok: true}
 				}
 			}
 		}
 		if f.Comparator == "!=" {
-			return false, fmt.Sprintf("%s: %q matches each of %q", where, res.String(), f.Value)
+			return match{reason: fmt.Sprintf("%s: %q matches each of %q", where, res.String(), f.Value)}
 		}
-		return false, fmt.Sprintf("%s: %q matches none of %q", where, res.String(), f.Value)
+		return match{reason: fmt.Sprintf("%s: %q matches none of %q", where, res.String(), f.Value)}
 	default:
-		return false, fmt.Sprintf("%s: unsupported type %q (want bool, number or string)", where, f.Type)
+		return match{reason: fmt.Sprintf("%s: unsupported type %q (want bool, number or string)", where, f.Type), err: fmt.Errorf("unsupported JSON type '%s'", f.Type)}
 	}
 }
 
@@ -272,41 +302,49 @@ func comparatorText(c string) string {
 	return c
 }
 
-// filterExprs evaluates expression filters with govaluate, the library
-// Argo's Sensor uses; each field's gjson path becomes a named parameter.
-func filterExprs(filters []exprFilter, operator string, data []byte) (bool, string, error) {
-	return combine(filters, operator, "exprLogicalOperator", "expr filter", data, matchExpr)
+// filterExprs evaluates expression filters with govaluate, as the Sensor
+// does (see combineFilters); each field's gjson path becomes a named
+// parameter, and an expression without fields does not count. Unlike data
+// filters, an empty list still goes through the logical operator.
+func filterExprs(filters []exprFilter, operator string, data []byte) filterOutcome {
+	if filters == nil || data == nil {
+		return filterOutcome{pass: true}
+	}
+	return combineFilters("expr", filters, operator, data, matchExpr)
 }
 
-func matchExpr(f exprFilter, data []byte) (bool, string) {
+func matchExpr(f exprFilter, data []byte) match {
 	where := fmt.Sprintf("expr filter %q", f.Expr)
 	params := map[string]any{}
 	for _, field := range f.Fields {
 		res := gjson.GetBytes(data, field.Path)
 		if !res.Exists() {
-			return false, fmt.Sprintf("%s: path %s does not exist in the event", where, field.Path)
+			err := fmt.Errorf("path '%s' does not exist", field.Path)
+			return match{reason: where + ": " + err.Error(), err: err}
 		}
 		params[field.Name] = res.Value()
 	}
 	if len(params) == 0 {
-		// Argo skips an expression without fields.
-		return true, ""
+		return match{skip: true}
 	}
-	expr, err := govaluate.NewEvaluableExpression(f.Expr)
+	e, err := govaluate.NewEvaluableExpression(f.Expr)
 	if err != nil {
-		return false, fmt.Sprintf("%s: %v", where, err)
+		return match{reason: where + ": " + err.Error(), err: err}
 	}
-	result, err := expr.Evaluate(params)
+	result, err := e.Evaluate(params)
 	if err != nil {
-		return false, fmt.Sprintf("%s: %v", where, err)
+		return match{reason: where + ": " + err.Error(), err: err}
 	}
 	if result != true {
-		return false, fmt.Sprintf("%s is false for %v", where, params)
+		return match{reason: fmt.Sprintf("%s is false for %v", where, params)}
 	}
-	return true, ""
+	return match{ok: true}
 }
 
-func filterContext(want *EventContextFilter, got EventContext) (bool, string) {
+func filterContext(want *EventContextFilter, got EventContext) filterOutcome {
+	if want == nil {
+		return filterOutcome{pass: true}
+	}
 	check := func(field, want, got string) string {
 		if want != "" && want != got {
 			return fmt.Sprintf("context filter: %s is %q, not %q", field, got, want)
@@ -320,10 +358,10 @@ func filterContext(want *EventContextFilter, got EventContext) (bool, string) {
 		check("datacontenttype", want.DataContentType, got.DataContentType),
 	} {
 		if r != "" {
-			return false, r
+			return filterOutcome{reason: r}
 		}
 	}
-	return true, ""
+	return filterOutcome{pass: true}
 }
 
 // executeTemplate runs a Go template with sprig's functions over

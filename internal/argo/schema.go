@@ -1,12 +1,3 @@
-// Package argo checks the project's Argo Events manifests and reproduces, in
-// process, what an Argo Events Sensor does with an event: filter it, then
-// render the Kubernetes object a k8s trigger creates.
-//
-// The Argo Events Go module is not importable here, so the package works from
-// Argo's published JSON schema (for field names) and from Argo's documented
-// trigger semantics, using the same libraries Argo uses for them: gjson for
-// dataKey and filter paths, sjson for dest, sprig for templates and govaluate
-// for expressions and trigger conditions.
 package argo
 
 import (

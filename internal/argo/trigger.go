@@ -9,10 +9,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/Knetic/govaluate"
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -32,15 +33,21 @@ var ErrNotTriggered = errors.New("trigger does not fire")
 type NotTriggeredError struct {
 	Sensor  string
 	Trigger string
-	// Conditions is the dependency expression that was not satisfied.
+	// Conditions is the dependency expression that was not satisfied, as
+	// the Sensor translated it.
 	Conditions string
-	// Rejected maps each dependency whose event its filters rejected to the reason.
+	// Rejected maps each dependency whose event its filters rejected to the
+	// reason. The reason is the emulator's: the Sensor does not say which
+	// filter dropped an event (see Logged).
 	Rejected map[string]string
+	// Logged maps each rejected dependency to the lines the Sensor logs for
+	// the drop, each prefixed with its level.
+	Logged map[string][]string
 }
 
 func (e *NotTriggeredError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Sensor %s: trigger %q does not fire: conditions %q are not met", e.Sensor, e.Trigger, e.Conditions)
+	fmt.Fprintf(&b, "Sensor %s: trigger %q does not fire: dependency expression %q is not met", e.Sensor, e.Trigger, e.Conditions)
 	deps := make([]string, 0, len(e.Rejected))
 	for d := range e.Rejected {
 		deps = append(deps, d)
@@ -106,10 +113,37 @@ type parameterSource struct {
 // RenderTrigger runs one trigger of a Sensor on recorded events and returns
 // the object its k8s trigger would create, exactly as Argo renders it:
 // events maps a dependency name to the event data its EventSource published
-// (for GitHub, see GitHubEventData). Each event must pass its dependency's
-// filters and the trigger's conditions must hold; otherwise the error is a
-// *NotTriggeredError (errors.Is(err, ErrNotTriggered)).
+// (for GitHub, see GitHubEventData), all arriving together. Each event must
+// pass its dependency's filters and the trigger's conditions must hold;
+// otherwise the error is a *NotTriggeredError (errors.Is(err,
+// ErrNotTriggered)). A trigger whose conditions the Sensor cannot use
+// returns a *DeadTriggerError (errors.Is(err, ErrNeverFires)). When the
+// events would fire the trigger more than once, RenderTrigger fails; use
+// RenderTriggerAll.
 func RenderTrigger(sensor *unstructured.Unstructured, triggerName string, events map[string][]byte) (*unstructured.Unstructured, error) {
+	now := time.Now()
+	full, err := contextualise(sensor, events, metav1.NewTime(now.Truncate(time.Second)))
+	if err != nil {
+		return nil, err
+	}
+	return RenderTriggerEvents(sensor, triggerName, full, now)
+}
+
+// RenderTriggerAll is RenderTrigger returning every object the trigger
+// creates: a trigger whose dependency expression has no "&&" runs once for
+// each dependency whose event passed its filters, with that event alone.
+func RenderTriggerAll(sensor *unstructured.Unstructured, triggerName string, events map[string][]byte) ([]*unstructured.Unstructured, error) {
+	now := time.Now()
+	full, err := contextualise(sensor, events, metav1.NewTime(now.Truncate(time.Second)))
+	if err != nil {
+		return nil, err
+	}
+	return RenderTriggerEventsAll(sensor, triggerName, full, now)
+}
+
+// contextualise gives each event data the context the EventSource of its
+// dependency would have given it.
+func contextualise(sensor *unstructured.Unstructured, events map[string][]byte, now metav1.Time) (map[string]Event, error) {
 	spec, err := decodeSensor(sensor)
 	if err != nil {
 		return nil, err
@@ -127,16 +161,30 @@ func RenderTrigger(sensor *unstructured.Unstructured, triggerName string, events
 				Subject:         d.EventName,
 				SpecVersion:     "1.0",
 				DataContentType: MediaTypeJSON,
+				Time:            now,
 			},
 			Data: data,
 		}
 	}
-	return RenderTriggerEvents(sensor, triggerName, full, time.Now())
+	return full, nil
 }
 
 // RenderTriggerEvents is RenderTrigger with complete events (context
 // included) and the time to record in the action-timestamp label.
 func RenderTriggerEvents(sensor *unstructured.Unstructured, triggerName string, events map[string]Event, now time.Time) (*unstructured.Unstructured, error) {
+	objs, err := RenderTriggerEventsAll(sensor, triggerName, events, now)
+	if err != nil {
+		return nil, err
+	}
+	if len(objs) != 1 {
+		return nil, fmt.Errorf("Sensor %s: trigger %q fires %d times on these events (each dependency that passes fires a trigger whose dependency expression has no &&): use RenderTriggerAll",
+			sensorName(sensor), triggerName, len(objs))
+	}
+	return objs[0], nil
+}
+
+// RenderTriggerEventsAll is RenderTriggerAll with complete events.
+func RenderTriggerEventsAll(sensor *unstructured.Unstructured, triggerName string, events map[string]Event, now time.Time) ([]*unstructured.Unstructured, error) {
 	name := sensorName(sensor)
 	spec, err := decodeSensor(sensor)
 	if err != nil {
@@ -146,64 +194,112 @@ func RenderTriggerEvents(sensor *unstructured.Unstructured, triggerName string, 
 	if err != nil {
 		return nil, fmt.Errorf("Sensor %s: %w", name, err)
 	}
+	expression, err := ParseConditions(tmpl.Conditions, spec.dependencyNameList())
+	if err != nil {
+		var dead *DeadTriggerError
+		if errors.As(err, &dead) {
+			dead.Sensor, dead.Trigger = name, triggerName
+		}
+		return nil, err
+	}
+	subscribed := map[string]bool{}
+	for _, d := range expression.Dependencies {
+		subscribed[d] = true
+	}
 
-	passed := map[string]Event{}
+	passed := map[string]bool{}
 	rejected := map[string]string{}
+	logged := map[string][]string{}
 	for dep, ev := range events {
 		d := spec.dependency(dep)
 		if d == nil {
 			return nil, fmt.Errorf("Sensor %s has no dependency %q (dependencies: %s)", name, dep, spec.dependencyNames())
 		}
-		ok, reason, err := d.filterEvent(ev)
+		if !subscribed[dep] {
+			// The trigger is not subscribed to this dependency's events.
+			continue
+		}
+		out, err := d.filterEvent(ev)
 		if err != nil {
 			return nil, fmt.Errorf("Sensor %s: %w", name, err)
 		}
-		if ok {
-			passed[dep] = ev
-		} else {
-			rejected[dep] = reason
+		if out.pass {
+			passed[dep] = true
+			continue
 		}
+		rejected[dep] = out.reason
+		logged[dep] = dropLog(dep, ev, out.err)
 	}
 
-	conditions := tmpl.Conditions
-	if conditions == "" {
-		conditions = strings.Join(spec.dependencyNameList(), " && ")
-	}
-	fire, err := evaluateConditions(conditions, spec.dependencyNameList(), passed)
+	firings, err := expression.firings(passed)
 	if err != nil {
-		return nil, fmt.Errorf("Sensor %s trigger %q: conditions %q: %w", name, triggerName, conditions, err)
+		return nil, fmt.Errorf("Sensor %s trigger %q: %w", name, triggerName, err)
 	}
-	if !fire {
-		return nil, &NotTriggeredError{Sensor: name, Trigger: triggerName, Conditions: conditions, Rejected: rejected}
+	if len(firings) == 0 {
+		return nil, &NotTriggeredError{Sensor: name, Trigger: triggerName, Conditions: expression.Text, Rejected: rejected, Logged: logged}
 	}
+	var objs []*unstructured.Unstructured
+	for _, deps := range firings {
+		with := make(map[string]Event, len(deps))
+		for _, d := range deps {
+			with[d] = events[d]
+		}
+		obj, err := renderK8sTrigger(sensor, trig, tmpl, with, now)
+		if err != nil {
+			return nil, fmt.Errorf("Sensor %s trigger %q: %w", name, triggerName, err)
+		}
+		objs = append(objs, obj)
+	}
+	return objs, nil
+}
 
+// dropLog is what the Sensor logs when a dependency's filters drop an
+// event: the filtering error, if any, at Warn with the whole event; then,
+// at Info, only that the dependency was not interested. (At Debug it also
+// logs the event for a drop without error.) It never names the filter that
+// did not match.
+func dropLog(dep string, ev Event, filterErr error) []string {
+	event := fmt.Sprintf("ID '%s', Source '%s', Time '%s', Data '%s'",
+		ev.Context.ID, ev.Context.Source, ev.Context.Time.UTC().Format(time.RFC3339), ev.Data)
+	var lines []string
+	if filterErr != nil {
+		lines = append(lines, fmt.Sprintf("warn: Event [%s] discarded due to filtering error: %s", event, filterErr))
+	} else {
+		lines = append(lines, fmt.Sprintf("debug: Event [%s] discarded due to filtering", event))
+	}
+	return append(lines, fmt.Sprintf("info: not interested in dependency %s (didn't pass filter)", dep))
+}
+
+// renderK8sTrigger renders the object of one run of a k8s trigger.
+func renderK8sTrigger(sensor *unstructured.Unstructured, trig *sensorTrigger, tmpl triggerTemplate, passed map[string]Event, now time.Time) (*unstructured.Unstructured, error) {
 	// Trigger-level parameters rewrite the template itself before it is used.
 	if len(trig.Parameters) > 0 {
 		raw, err := applyParameters(trig.Template, trig.Parameters, passed)
 		if err != nil {
-			return nil, fmt.Errorf("Sensor %s trigger %q: %w", name, triggerName, err)
+			return nil, err
 		}
-		if err := json.Unmarshal(raw, &tmpl); err != nil {
-			return nil, fmt.Errorf("Sensor %s trigger %q: template after parameters: %w", name, triggerName, err)
+		tmpl = triggerTemplate{}
+		if err := unmarshalArgo(raw, &tmpl); err != nil {
+			return nil, fmt.Errorf("template after parameters: %w", err)
 		}
 	}
 	if tmpl.K8s == nil {
-		return nil, fmt.Errorf("Sensor %s trigger %q is not a k8s trigger: only template.k8s is emulated", name, triggerName)
+		return nil, errors.New("not a k8s trigger: only template.k8s is emulated")
 	}
 	if op := tmpl.K8s.Operation; op != "" && op != "create" {
-		return nil, fmt.Errorf("Sensor %s trigger %q: k8s operation %q is not emulated (only create)", name, triggerName, op)
+		return nil, fmt.Errorf("k8s operation %q is not emulated (only create)", op)
 	}
 	resource, err := sourceResource(tmpl.K8s.Source)
 	if err != nil {
-		return nil, fmt.Errorf("Sensor %s trigger %q: %w", name, triggerName, err)
+		return nil, err
 	}
 	rendered, err := applyParameters(resource, tmpl.K8s.Parameters, passed)
 	if err != nil {
-		return nil, fmt.Errorf("Sensor %s trigger %q: %w", name, triggerName, err)
+		return nil, err
 	}
 	obj := &unstructured.Unstructured{}
 	if err := obj.UnmarshalJSON(rendered); err != nil {
-		return nil, fmt.Errorf("Sensor %s trigger %q: rendered resource: %w", name, triggerName, err)
+		return nil, fmt.Errorf("rendered resource: %w", err)
 	}
 	if obj.GetNamespace() == "" {
 		obj.SetNamespace(sensor.GetNamespace())
@@ -238,10 +334,20 @@ func decodeSensor(sensor *unstructured.Unstructured) (*sensorSpec, error) {
 		return nil, fmt.Errorf("Sensor %s: %w", sensorName(sensor), err)
 	}
 	var spec sensorSpec
-	if err := json.Unmarshal(raw, &spec); err != nil {
+	if err := unmarshalArgo(raw, &spec); err != nil {
 		return nil, fmt.Errorf("Sensor %s: spec: %w", sensorName(sensor), err)
 	}
 	return &spec, nil
+}
+
+// unmarshalArgo decodes JSON as the Argo Events controller reads a Sensor
+// from the API server: field names match only in their exact case, and
+// fields the Sensor type does not have are dropped. (The Sensor CRD keeps
+// unknown fields, but the controller's client decodes the Sensor into its
+// Go type this way and hands the Sensor pod that type re-encoded, so a
+// misspelled field, such as datakey for dataKey, is simply gone.)
+func unmarshalArgo(data []byte, v any) error {
+	return kjson.UnmarshalCaseSensitivePreserveInts(data, v)
 }
 
 func (s *sensorSpec) dependency(name string) *eventDependency {
@@ -267,7 +373,7 @@ func (s *sensorSpec) trigger(name string) (*sensorTrigger, triggerTemplate, erro
 	var names []string
 	for i := range s.Triggers {
 		var t triggerTemplate
-		if err := json.Unmarshal(s.Triggers[i].Template, &t); err != nil {
+		if err := unmarshalArgo(s.Triggers[i].Template, &t); err != nil {
 			return nil, t, fmt.Errorf("trigger %d: template: %w", i, err)
 		}
 		if t.Name == name {
@@ -276,37 +382,6 @@ func (s *sensorSpec) trigger(name string) (*sensorTrigger, triggerTemplate, erro
 		names = append(names, t.Name)
 	}
 	return nil, triggerTemplate{}, fmt.Errorf("no trigger %q (triggers: %s)", name, strings.Join(names, ", "))
-}
-
-// evaluateConditions evaluates a trigger's dependency expression ("a && (b
-// || c)") with govaluate, as the Sensor does, each dependency being true
-// when its event passed its filters.
-func evaluateConditions(conditions string, deps []string, passed map[string]Event) (bool, error) {
-	// govaluate reads "-" as minus; Argo rewrites it the same way.
-	expr := strings.ReplaceAll(conditions, "-", "_")
-	params := map[string]any{}
-	for _, d := range deps {
-		_, ok := passed[d]
-		params[strings.ReplaceAll(d, "-", "_")] = ok
-	}
-	e, err := govaluate.NewEvaluableExpression(expr)
-	if err != nil {
-		return false, err
-	}
-	for _, v := range e.Vars() {
-		if _, ok := params[v]; !ok {
-			return false, fmt.Errorf("%q is not a dependency of the Sensor", v)
-		}
-	}
-	res, err := e.Evaluate(params)
-	if err != nil {
-		return false, err
-	}
-	b, ok := res.(bool)
-	if !ok {
-		return false, fmt.Errorf("evaluates to %v, not to a bool", res)
-	}
-	return b, nil
 }
 
 func sourceResource(src *artifactLocation) ([]byte, error) {

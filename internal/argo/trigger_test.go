@@ -388,7 +388,7 @@ func TestConditionsAndUnknownNames(t *testing.T) {
 	s := sensorYAML(t, strings.Replace(paramSensor, "conditions: dep-a || dep-b", "conditions: dep-a && dep-b", 1))
 	_, err := RenderTrigger(s, "t", map[string][]byte{"dep-a": []byte(`{"body":{"number":1,"name":"x","obj":{}}}`)})
 	require.ErrorIs(t, err, ErrNotTriggered)
-	assert.Contains(t, err.Error(), `"dep-a && dep-b"`)
+	assert.Contains(t, err.Error(), `"dep-a&&dep-b"`, "the expression as the Sensor translated it")
 
 	_, err = RenderTrigger(s, "nope", nil)
 	assert.ErrorContains(t, err, `no trigger "nope" (triggers: t)`)

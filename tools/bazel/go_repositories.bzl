@@ -46,6 +46,10 @@ def go_repositories():
         importpath = "github.com/antlr4-go/antlr/v4",
     )
     go_repository(
+        name = "com_github_antonmedv_expr",
+        importpath = "github.com/antonmedv/expr",
+    )
+    go_repository(
         name = "com_github_bazelbuild_buildtools",
         importpath = "github.com/bazelbuild/buildtools",
     )

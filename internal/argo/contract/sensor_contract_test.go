@@ -6,6 +6,7 @@ package contract_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/tidwall/sjson"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -166,10 +168,129 @@ func TestSensorServiceAccountCreatesRenderedTasksAndNothingElse(t *testing.T) {
 		_, err := sensorClient.Resource(agents).Namespace(namespace).Create(ctx, agent, metav1.CreateOptions{})
 		forbidden(t, "create Agent", err)
 	})
+	t.Run("a misspelled dataKey leaves a Task the API server rejects", func(t *testing.T) {
+		// Argo reads the Sensor with exact field names, so datakey is gone and
+		// the parameter receives the whole event: the Task is never created.
+		s := shippedSensor(t)
+		triggers, _, err := unstructured.NestedSlice(s.Object, "spec", "triggers")
+		require.NoError(t, err)
+		params := triggers[0].(map[string]any)["template"].(map[string]any)["k8s"].(map[string]any)["parameters"].([]any)
+		misspelt := false
+		for _, p := range params {
+			p := p.(map[string]any)
+			if p["dest"] == "spec.contexts.0.git.ref" {
+				src := p["src"].(map[string]any)
+				src["datakey"] = src["dataKey"]
+				delete(src, "dataKey")
+				misspelt = true
+			}
+		}
+		require.True(t, misspelt)
+		require.NoError(t, unstructured.SetNestedSlice(s.Object, triggers, "spec", "triggers"))
+		obj, err := argo.RenderTrigger(s, "review-pull-request", map[string][]byte{
+			"pull-request": delivery(t, "pull_request", "pull_request.opened.json"),
+		})
+		require.NoError(t, err, "the Sensor renders the Task; the API server is what refuses it")
+		ref, _, _ := unstructured.NestedSlice(obj.Object, "spec", "contexts")
+		t.Logf("rendered git.ref is %d bytes", len(ref[0].(map[string]any)["git"].(map[string]any)["ref"].(string)))
+		_, err = sensorClient.Resource(tasks).Namespace(namespace).Create(ctx, obj, metav1.CreateOptions{})
+		require.Error(t, err)
+		assert.True(t, apierrors.IsInvalid(err), "want Invalid, got %v", err)
+		assert.Contains(t, err.Error(), "spec.contexts[0].git.ref")
+	})
 	t.Run("cannot read Secrets", func(t *testing.T) {
 		_, err := sensorClient.Resource(secrets).Namespace(namespace).List(ctx, metav1.ListOptions{})
 		forbidden(t, "list Secrets", err)
 		_, err = sensorClient.Resource(secrets).Namespace(namespace).Get(ctx, "github-webhook", metav1.GetOptions{})
 		forbidden(t, "get Secret", err)
 	})
+}
+
+// TestMigratedTriggersCreateTasksTheAPIServerAccepts runs every trigger of
+// the migration tool's golden Sensors on recorded deliveries and creates
+// each Task it renders on a real API server: the names, annotations and
+// descriptions the tool writes must pass the Task CRD's validation.
+func TestMigratedTriggersCreateTasksTheAPIServerAccepts(t *testing.T) {
+	cfg := envtest.ForTest(t, repo("manifests", "crd"))
+	ctx := context.Background()
+	admin, err := dynamic.NewForConfig(cfg)
+	require.NoError(t, err)
+	ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "ci"}}}
+	_, err = admin.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Create(ctx, ns, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	var deliveries [][]byte
+	for _, d := range []struct {
+		eventType, file string
+		edits           []any
+	}{
+		{"pull_request", "pull_request.opened.json", nil},
+		{"pull_request", "pull_request.opened.json", []any{"action", "reopened"}},
+		{"pull_request", "pull_request.opened.json", []any{"action", "edited"}},
+		{"pull_request", "pull_request.opened.json", []any{"action", "synchronize"}},
+		{"pull_request", "pull_request.opened.json", []any{"action", "ready_for_review"}},
+		{"pull_request", "pull_request.opened.json", []any{"action", "converted_to_draft"}},
+		{"pull_request", "pull_request.opened.json", []any{"action", "labeled", "label", map[string]any{"name": "needs-triage"}}},
+		{"pull_request", "pull_request.opened.json", []any{"action", "closed", "pull_request.merged", true}},
+		{"pull_request", "pull_request.opened.json", []any{"pull_request.additions", 900}},
+		{"issue_comment", "issue_comment.created.json", nil},
+		{"issue_comment", "issue_comment.created.json", []any{"comment.body", "/review LGTM"}},
+		{"issues", "issue_comment.created.json", []any{"action", "opened"}},
+		{"push", "push.json", nil},
+		{"push", "push.json", []any{"ref", "refs/heads/release"}},
+	} {
+		body, err := os.ReadFile(repo("internal", "argo", "testdata", "github", d.file))
+		require.NoError(t, err)
+		for i := 0; i < len(d.edits); i += 2 {
+			body, err = sjson.SetBytes(body, d.edits[i].(string), d.edits[i+1])
+			require.NoError(t, err)
+		}
+		data, err := argo.GitHubEventData(d.eventType, "0b9c4f1e-3a51-4f5e-9d0c-1f2e3a4b5c6d", body)
+		require.NoError(t, err)
+		deliveries = append(deliveries, data)
+	}
+
+	goldens, err := filepath.Glob(repo("tools", "migrate-webhooktrigger", "testdata", "*.golden.yaml"))
+	require.NoError(t, err)
+	require.NotEmpty(t, goldens)
+	created := 0
+	for _, file := range goldens {
+		f, err := os.Open(file)
+		require.NoError(t, err)
+		docs, err := argo.ReadDocuments(file, f)
+		f.Close()
+		require.NoError(t, err)
+		for _, d := range docs {
+			if d.Kind() != "Sensor" {
+				continue
+			}
+			sensor := &unstructured.Unstructured{Object: d.Object}
+			deps, _, _ := unstructured.NestedSlice(sensor.Object, "spec", "dependencies")
+			triggers, _, _ := unstructured.NestedSlice(sensor.Object, "spec", "triggers")
+			for _, tr := range triggers {
+				name, _, _ := unstructured.NestedString(tr.(map[string]any), "template", "name")
+				fired := 0
+				for _, data := range deliveries {
+					events := map[string][]byte{}
+					for _, dep := range deps {
+						events[dep.(map[string]any)["name"].(string)] = data
+					}
+					objs, err := argo.RenderTriggerAll(sensor, name, events)
+					if errors.Is(err, argo.ErrNotTriggered) {
+						continue
+					}
+					require.NoError(t, err, "%s trigger %s", file, name)
+					for _, obj := range objs {
+						got, err := admin.Resource(tasks).Namespace(obj.GetNamespace()).Create(ctx, obj, metav1.CreateOptions{})
+						require.NoError(t, err, "%s trigger %s: the API server must accept the Task", file, name)
+						assert.NotEmpty(t, got.GetAnnotations()["kubeopencode.io/webhooktrigger-rule"])
+						fired++
+						created++
+					}
+				}
+				assert.Greater(t, fired, 0, "%s: trigger %s fired on none of the recorded deliveries", file, name)
+			}
+		}
+	}
+	t.Logf("created %d Tasks from the migration goldens", created)
 }

@@ -266,18 +266,18 @@ func migrateOne(raw []byte, opts Options, res *Result) error {
 	}
 
 	// One dependency and one trigger per rule.
-	var deps, triggers []any
+	var rules []*sensorRule
 	var events []string
-	sawEventType := false
-	usedNames := map[string]bool{}
+	sawEventType, seesPush := false, false
+	names := newNameSet()
 	for i, rule := range wt.Spec.Rules {
 		ruleName := firstNonEmpty(rule.Name, fmt.Sprintf("rule-%d", i))
-		depName := k8sName(ruleName)
-		// Dependency and trigger names must be unique within the Sensor.
-		for n := 2; usedNames[depName]; n++ {
-			depName = fmt.Sprintf("%s-%d", k8sName(ruleName), n)
-		}
-		usedNames[depName] = true
+		// Trigger names become the events.argoproj.io/trigger label of
+		// every Task, so they must be label values; dependency names appear
+		// in the trigger's conditions, which the Sensor parses as an
+		// expression, so each starts with "rule-" whatever the rule is
+		// called ("2nd-review", "in", "not", ...).
+		triggerName := names.trigger(k8sName(ruleName))
 		tf, err := translateFilter(rule.Filter)
 		if err != nil {
 			add(ruleName, false, false, "filter: %v; the rule was left out", err)
@@ -297,29 +297,38 @@ func migrateOne(raw []byte, opts Options, res *Result) error {
 		for _, e := range tf.EventTypes {
 			events = appendUnique(events, e)
 		}
-		depNames := []string{depName}
+		var depNames []string
 		if len(tf.Alternatives) > 1 {
-			depNames = nil
 			for j := range tf.Alternatives {
-				depNames = append(depNames, fmt.Sprintf("%s-%d", depName, j+1))
+				depNames = append(depNames, names.dependency(fmt.Sprintf("rule-%s-%d", triggerName, j+1)))
 			}
-			add(ruleName, true, false, "its %d alternatives became dependencies %s, any of which fires the trigger", len(depNames), strings.Join(depNames, ", "))
+		} else {
+			depNames = []string{names.dependency("rule-" + triggerName)}
 		}
-		trigger, err := taskTrigger(ruleName, depName, depNames, base, ns, rule.ResourceTemplate.Task, func(ok, warn bool, format string, args ...any) {
+		trigger, err := taskTrigger(ruleName, triggerName, depNames, base, ns, rule.ResourceTemplate.Task, func(ok, warn bool, format string, args ...any) {
 			add(ruleName, ok, warn, format, args...)
 		})
 		if err != nil {
 			add(ruleName, false, false, "%v; the rule was left out", err)
 			continue
 		}
+		if len(depNames) > 1 {
+			add(ruleName, true, false, "became trigger %s; its %d alternatives became dependencies %s, any of which fires the trigger", triggerName, len(depNames), strings.Join(depNames, ", "))
+		} else {
+			add(ruleName, true, false, "became trigger %s with dependency %s", triggerName, depNames[0])
+		}
+		if len(tf.EventTypes) == 0 || contains(tf.EventTypes, "push") {
+			seesPush = true
+		}
+		r := &sensorRule{name: ruleName, trigger: trigger, conditions: strings.Join(depNames, " || ")}
 		for j, name := range depNames {
 			dep := map[string]any{"name": name, "eventSourceName": base, "eventName": eventName}
 			if j < len(tf.Alternatives) && len(tf.Alternatives[j]) > 0 {
 				dep["filters"] = map[string]any{"data": mapsToAny(tf.Alternatives[j])}
 			}
-			deps = append(deps, dep)
+			r.deps = append(r.deps, dep)
 		}
-		triggers = append(triggers, trigger)
+		rules = append(rules, r)
 	}
 	if !sawEventType {
 		add("", true, true, "no rule tests headers[\"x-github-event\"]: the output assumes the deliveries come from GitHub")
@@ -329,6 +338,17 @@ func migrateOne(raw []byte, opts Options, res *Result) error {
 	}
 	sort.Strings(events)
 	gh["events"] = toAnySlice(events)
+	if seesPush {
+		// GitHub sends push deliveries of up to 25 MB; the EventSource's
+		// default limit is 1 MiB, and a larger delivery is answered with
+		// HTTP 400 and never reaches the Sensor.
+		gh["webhook"].(map[string]any)["maxPayloadSize"] = argo.GitHubMaxPayloadSize
+		add("", true, true, "a rule matches push events, whose deliveries GitHub sends at up to 25 MB: webhook.maxPayloadSize is set to %d (the EventSource's default, 1 MiB, rejects larger pushes with HTTP 400); the EventBus must carry such events too: raise the EventBus's spec.jetstream.maxPayload (default 1MB) to at least 26MB (see docs/argo-events.md, Large deliveries)", argo.GitHubMaxPayloadSize)
+	}
+
+	deps, triggers := usableTriggers(rules, func(rule string, err error) {
+		add(rule, false, false, "%v; the rule was left out", err)
+	})
 
 	meta := func(name string) map[string]any {
 		m := map[string]any{"name": name}
@@ -374,6 +394,63 @@ func migrateOne(raw []byte, opts Options, res *Result) error {
 		},
 	)
 	return nil
+}
+
+// RuleAnnotation on every Task a migrated trigger creates holds the name
+// of the WebhookTrigger rule it came from.
+const RuleAnnotation = "kubeopencode.io/webhooktrigger-rule"
+
+// sensorRule is one translated rule: its trigger and dependencies.
+type sensorRule struct {
+	name       string
+	conditions string
+	trigger    map[string]any
+	deps       []map[string]any
+}
+
+// usableTriggers returns the dependencies and triggers of the rules whose
+// conditions survive the Sensor's own translation and parsing of them
+// (argo.ParseConditions): a trigger whose conditions do not is accepted by
+// Argo and never runs, so its rule is reported through fail instead.
+func usableTriggers(rules []*sensorRule, fail func(rule string, err error)) (deps, triggers []any) {
+	var all []string
+	for _, r := range rules {
+		for _, d := range r.deps {
+			all = append(all, d["name"].(string))
+		}
+	}
+	for _, r := range rules {
+		if _, err := argo.ParseConditions(r.conditions, all); err != nil {
+			fail(r.name, fmt.Errorf("Argo's Sensor cannot use the conditions %q of trigger %s: %w", r.conditions, r.trigger["template"].(map[string]any)["name"], err))
+			continue
+		}
+		for _, d := range r.deps {
+			deps = append(deps, d)
+		}
+		triggers = append(triggers, r.trigger)
+	}
+	return deps, triggers
+}
+
+// nameSet hands out unique trigger and dependency names, deterministically:
+// a name already taken gets "-2", "-3", ... appended.
+type nameSet struct{ triggers, deps map[string]bool }
+
+func newNameSet() *nameSet {
+	return &nameSet{triggers: map[string]bool{}, deps: map[string]bool{}}
+}
+
+func (n *nameSet) trigger(name string) string { return unique(n.triggers, name) }
+
+func (n *nameSet) dependency(name string) string { return unique(n.deps, name) }
+
+func unique(used map[string]bool, name string) string {
+	candidate := name
+	for i := 2; used[candidate]; i++ {
+		candidate = fmt.Sprintf("%s-%d", name, i)
+	}
+	used[candidate] = true
+	return candidate
 }
 
 // podTemplate runs an EventSource or Sensor pod as the given ServiceAccount,
@@ -450,8 +527,10 @@ func taskTrigger(ruleName, triggerName string, depNames []string, base, ns strin
 		return nil, errors.New(strings.Join(errs, "; "))
 	}
 	metadata := map[string]any{
-		"generateName": k8sName(base+"-"+ruleName) + "-",
+		"generateName": k8sName(base+"-"+triggerName) + "-",
 		"labels":       map[string]any{"app.kubernetes.io/managed-by": "argo-events"},
+		// The rule's own name, which the trigger name may only approximate.
+		"annotations": map[string]any{RuleAnnotation: ruleName},
 	}
 	if ns != "" {
 		metadata["namespace"] = ns

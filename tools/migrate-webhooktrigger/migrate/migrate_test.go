@@ -258,16 +258,23 @@ func TestTranslateFilter(t *testing.T) {
 	}
 }
 
+// plainDef is the helper every dataTemplate that prints event values
+// defines, so that numbers print as GitHub wrote them.
+const plainDef = `{{define "kubeopencode.plain"}}{{if kindIs "float64" .}}{{toJson .}}{{else}}{{.}}{{end}}{{end}}`
+
 func TestTranslateTemplate(t *testing.T) {
 	for _, tc := range []struct {
 		in, key, tmpl, err string
 	}{
 		{in: "{{ .body.pull_request.head.sha }}", key: "body.pull_request.head.sha"},
-		{in: `PR {{ .body.number }}: {{ .body.pull_request.title | trunc 50 }}`, tmpl: `PR {{.Input.body.number}}: {{.Input.body.pull_request.title | trunc 50}}`},
+		{in: `PR {{ .body.number }}: {{ .body.pull_request.title | trunc 50 }}`, tmpl: plainDef + `PR {{template "kubeopencode.plain" .Input.body.number}}: {{.Input.body.pull_request.title | trunc 50}}`},
 		{in: `{{ with .body.pull_request }}{{ .title }}{{ end }} by {{ $.body.sender.login }}`, tmpl: `{{with .Input.body.pull_request}}{{.title}}{{end}} by {{$.Input.body.sender.login}}`},
+		{in: `{{ with .body.pull_request }}{{ .number }}{{ end }} by {{ $.body.sender.id }}`, tmpl: plainDef + `{{with .Input.body.pull_request}}{{template "kubeopencode.plain" .number}}{{end}} by {{template "kubeopencode.plain" $.Input.body.sender.id}}`},
 		{in: `{{ if eq .body.action "opened" }}new{{ else }}{{ .body.action }}{{ end }}`, tmpl: `{{if eq .Input.body.action "opened"}}new{{else}}{{.Input.body.action}}{{end}}`},
-		{in: `{{ range .body.commits }}{{ .id }} {{ end }}`, tmpl: `{{range .Input.body.commits}}{{.id}} {{end}}`},
+		{in: `{{ range .body.commits }}{{ .id }} {{ end }}`, tmpl: plainDef + `{{range .Input.body.commits}}{{template "kubeopencode.plain" .id}} {{end}}`},
 		{in: `{{ index .headers "X-GitHub-Event" }}`, tmpl: `{{index .Input.body "X-GitHub-Event"}}`},
+		{in: `{{ index .body "kubeopencode.io/count" }}`, tmpl: plainDef + `{{template "kubeopencode.plain" index .Input.body "kubeopencode.io/count"}}`},
+		{in: `#{{ .body.number | printf "%d" }} {{ .body.title | upper }}`, tmpl: `#{{.Input.body.number | printf "%d"}} {{.Input.body.title | upper}}`},
 		{in: `{{ index .headers "user-agent" }}`, err: "only index .headers"},
 		{in: `{{ . }}`, err: "the whole event"},
 		{in: `{{ .spec.x }}`, err: "see only .body and .headers"},
@@ -336,8 +343,8 @@ spec:
 	require.NotNil(t, sensor)
 	deps, _, _ := unstructured.NestedSlice(sensor, "spec", "dependencies")
 	require.Len(t, deps, 2)
-	assert.Equal(t, "review-pr", deps[0].(map[string]any)["name"])
-	assert.Equal(t, "review-pr-2", deps[1].(map[string]any)["name"])
+	assert.Equal(t, "rule-review-pr", deps[0].(map[string]any)["name"])
+	assert.Equal(t, "rule-review-pr-2", deps[1].(map[string]any)["name"])
 	s := &unstructured.Unstructured{Object: sensor}
 	for trigger, want := range map[string]string{"review-pr": "a", "review-pr-2": "b"} {
 		obj, err := fire(t, s, trigger, delivery(t, "pull_request", "pull_request.opened.json"))

@@ -45,8 +45,110 @@ func translateTemplate(text string) (*translatedTemplate, error) {
 		out.DataKey = key
 		return out, nil
 	}
-	out.DataTemplate = tpl.Tree.Root.String()
+	if printsValues(tpl.Tree.Root, true) {
+		// The rewritten actions call the helper; Argo parses the whole
+		// dataTemplate as one template, so the definition travels with it.
+		out.DataTemplate = plainValueDefinition + tpl.Tree.Root.String()
+	} else {
+		out.DataTemplate = tpl.Tree.Root.String()
+	}
 	return out, nil
+}
+
+// plainValue is a template, defined inside every dataTemplate that prints
+// event values, that prints a JSON number the way GitHub wrote it. Argo
+// hands a dataTemplate the event decoded into Go values, where every JSON
+// number is a float64, which Go templates print in exponent form from a
+// million on: pull request #1234567 would print as 1.234567e+06. toJson
+// prints a float64 as JSON does (1234567, 2184467201, 0.5); any other value
+// prints as before.
+const (
+	plainValue           = "kubeopencode.plain"
+	plainValueDefinition = `{{define "` + plainValue + `"}}{{if kindIs "float64" .}}{{toJson .}}{{else}}{{.}}{{end}}{{end}}`
+)
+
+// printsValues rewrites, in place, every action that prints a value that
+// may be a JSON number ({{ .Input.body.number }}, {{ index ... }}, {{ $x }},
+// {{ default ... }}) into {{ template "kubeopencode.plain" ... }}, and
+// reports whether it rewrote any. Actions whose last function returns text
+// or an integer (printf, trunc, upper, toJson, add, ...) are left alone.
+func printsValues(l *parse.ListNode, top bool) bool {
+	if l == nil {
+		return false
+	}
+	changed := false
+	for i, n := range l.Nodes {
+		switch n := n.(type) {
+		case *parse.ActionNode:
+			if len(n.Pipe.Decl) > 0 || !mayPrintNumber(n.Pipe) {
+				continue
+			}
+			l.Nodes[i] = &parse.TemplateNode{
+				NodeType: parse.NodeTemplate, Pos: n.Pos, Line: n.Line,
+				Name: plainValue, Pipe: n.Pipe,
+			}
+			changed = true
+		case *parse.IfNode:
+			changed = printsValues(n.List, false) || changed
+			changed = printsValues(n.ElseList, false) || changed
+		case *parse.WithNode:
+			changed = printsValues(n.List, false) || changed
+			changed = printsValues(n.ElseList, false) || changed
+		case *parse.RangeNode:
+			changed = printsValues(n.List, false) || changed
+			changed = printsValues(n.ElseList, false) || changed
+		}
+	}
+	return changed
+}
+
+// textOrIntegerFuncs return strings or integers, which print as they should.
+var textOrIntegerFuncs = map[string]bool{
+	"printf": true, "print": true, "println": true, "html": true, "js": true, "urlquery": true, "len": true,
+	"trunc": true, "upper": true, "lower": true, "title": true, "untitle": true, "trim": true, "trimAll": true,
+	"trimPrefix": true, "trimSuffix": true, "replace": true, "quote": true, "squote": true, "toJson": true,
+	"toRawJson": true, "toPrettyJson": true, "b64enc": true, "b64dec": true, "join": true, "nospace": true,
+	"abbrev": true, "substr": true, "repeat": true, "cat": true, "indent": true, "nindent": true,
+	"int": true, "int64": true, "add": true, "add1": true, "sub": true, "mul": true, "div": true, "mod": true,
+	"toString": true, "toStrings": true, "snakecase": true, "camelcase": true, "kebabcase": true,
+	"sha256sum": true, "sha1sum": true, "regexReplaceAll": true, "regexReplaceAllLiteral": true,
+	"regexFind": true, "wrap": true, "wrapWith": true, "date": true, "now": true, "toDate": true,
+}
+
+// textFields are GitHub payload fields that always hold text (or null),
+// never a number; printing them needs no help.
+var textFields = map[string]bool{
+	"title": true, "body": true, "login": true, "ref": true, "sha": true, "before": true, "after": true,
+	"html_url": true, "url": true, "clone_url": true, "ssh_url": true, "git_url": true, "full_name": true,
+	"action": true, "state": true, "author_association": true, "node_id": true, "created_at": true,
+	"updated_at": true, "default_branch": true, "description": true, "type": true, "name": true,
+	"X-GitHub-Event": true, "X-GitHub-Delivery": true,
+}
+
+func mayPrintNumber(p *parse.PipeNode) bool {
+	if p == nil || len(p.Cmds) == 0 {
+		return false
+	}
+	last := p.Cmds[len(p.Cmds)-1]
+	if len(last.Args) == 0 {
+		return false
+	}
+	switch a := last.Args[0].(type) {
+	case *parse.IdentifierNode:
+		if a.Ident == "index" && len(last.Args) >= 3 {
+			if key, ok := last.Args[len(last.Args)-1].(*parse.StringNode); ok {
+				return !textFields[key.Text]
+			}
+		}
+		return !textOrIntegerFuncs[a.Ident]
+	case *parse.FieldNode:
+		return len(last.Args) > 1 || !textFields[a.Ident[len(a.Ident)-1]]
+	case *parse.VariableNode:
+		return len(last.Args) > 1 || len(a.Ident) < 2 || !textFields[a.Ident[len(a.Ident)-1]]
+	case *parse.StringNode, *parse.NumberNode, *parse.BoolNode, *parse.NilNode:
+		return false
+	}
+	return true
 }
 
 // singleField reports whether the template is exactly "{{ .body.x.y }}",
@@ -189,7 +291,7 @@ var trustedFields = map[string]bool{
 	"author_association": true, "state": true, "draft": true, "merged": true, "type": true,
 	"X-GitHub-Event": true, "X-GitHub-Delivery": true, "node_id": true, "created_at": true,
 	"updated_at": true, "default_branch": true, "private": true, "visibility": true,
-	"before": true, "after": true, "additions": true, "deletions": true, "changed_files": true,
+	"before": true, "after": true, "additions": true, "deletions": true, "changed_files": true, "pushed_at": true,
 }
 
 // untrustedFields returns the fields of a template that carry text written
