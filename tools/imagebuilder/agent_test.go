@@ -3,6 +3,7 @@ package imagebuilder_test
 import (
 	"archive/tar"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -206,4 +207,49 @@ func modeSticky(mode int64) os.FileMode {
 		return os.ModeSticky
 	}
 	return 0
+}
+
+// TestAgentLayersFromFiles: the Bazel pipeline hands the builder the files
+// its http_file repositories fetched (imagebuilder.Files); the layers are
+// byte for byte those of the Go-native pipeline, and a missing input is
+// named.
+func TestAgentLayersFromFiles(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the agent image's inputs are fetched with apt-get and npm on Linux")
+	}
+	ctx := context.Background()
+	p := images.Platform{OS: "linux", Arch: runtime.GOARCH}
+	fetched := &imagebuilder.Fetcher{}
+	dir := t.TempDir()
+	var paths []string
+	write := func(name string, data []byte) {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, data, 0o644))
+		paths = append(paths, p)
+	}
+	tgz, err := fetched.NPM(ctx, images.OpenCodeNPM[p.Arch])
+	require.NoError(t, err)
+	write("opencode.tgz", tgz)
+	for _, d := range images.AgentDebianPackages[p.Arch] {
+		deb, err := fetched.Deb(ctx, d, p.Arch)
+		require.NoError(t, err)
+		write(d.Name+".deb", deb)
+	}
+
+	want, err := imagebuilder.AgentLayerTars(ctx, fetched, p, testEpoch)
+	require.NoError(t, err)
+	files, err := imagebuilder.ReadFiles(paths)
+	require.NoError(t, err)
+	got, err := imagebuilder.AgentLayerTars(ctx, files, p, testEpoch)
+	require.NoError(t, err)
+	require.Len(t, got, len(want))
+	for i := range want {
+		assert.Equal(t, want[i].Name, got[i].Name)
+		assert.Equal(t, sha256.Sum256(want[i].Data), sha256.Sum256(got[i].Data), "layer %s", want[i].Name)
+	}
+
+	withoutNPM, err := imagebuilder.ReadFiles(paths[1:])
+	require.NoError(t, err)
+	_, err = imagebuilder.AgentLayerTars(ctx, withoutNPM, p, testEpoch)
+	require.ErrorContains(t, err, "no file given matches npm package "+images.OpenCodeNPM[p.Arch].Spec())
 }
