@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/kubeopencode/kubeopencode/agentimages/opencode"
 	"github.com/kubeopencode/kubeopencode/internal/version"
@@ -46,7 +47,12 @@ func main() {
 	os.Exit(code)
 }
 
+// StartedPrefix starts the launcher's first line, followed by the time it
+// started (RFC 3339, nanoseconds): where a Task's own work begins.
+const StartedPrefix = "agent-opencode: started at "
+
 func run(stdout, stderr io.Writer) (int, string) {
+	fmt.Fprintf(stdout, "%s%s\n", StartedPrefix, time.Now().UTC().Format(time.RFC3339Nano))
 	dir := os.Getenv("WORKSPACE_DIR")
 	if dir == "" {
 		dir, _ = os.Getwd()
