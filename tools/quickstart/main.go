@@ -340,7 +340,7 @@ func runOnRealNode(ctx context.Context, c client.Client, cl *cluster.Cluster, ro
 		return nil, err
 	}
 	printAgentOutput(ctx, c, cl, final)
-	say("Task %s/%s Completed: git-init, context-init and OpenCode ran in containers on node %s, from images pinned by digest",
+	say("Task %s/%s Completed: its init containers and OpenCode ran in containers on node %s, from images pinned by digest",
 		final.Namespace, final.Name, cluster.RealNodeName)
 	return final, nil
 }
