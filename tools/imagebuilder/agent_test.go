@@ -2,11 +2,13 @@ package imagebuilder_test
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -252,4 +254,56 @@ func TestAgentLayersFromFiles(t *testing.T) {
 	require.NoError(t, err)
 	_, err = imagebuilder.AgentLayerTars(ctx, withoutNPM, p, testEpoch)
 	require.ErrorContains(t, err, "no file given matches npm package "+images.OpenCodeNPM[p.Arch].Spec())
+}
+
+// roundTrip serves fixed bodies by URL, standing in for the public hosts.
+type roundTrip map[string][]byte
+
+func (rt roundTrip) RoundTrip(r *http.Request) (*http.Response, error) {
+	body, ok := rt[r.URL.String()]
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusNotFound
+	}
+	return &http.Response{StatusCode: status, Status: http.StatusText(status), Body: io.NopCloser(bytes.NewReader(body)), Request: r}, nil
+}
+
+// TestFetcherByURL: without npm and apt-get, the inputs come from the
+// public URLs the pins name; a body that does not match its pin is refused
+// and not cached.
+func TestFetcherByURL(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the reference files are fetched with apt-get on Linux")
+	}
+	ctx := context.Background()
+	arch := runtime.GOARCH
+	var deb images.DebianPackage
+	for _, d := range images.AgentDebianPackages[arch] {
+		if d.Name == "libkeyutils1" {
+			deb = d
+		}
+	}
+	require.NotEmpty(t, deb.Name)
+	good, err := (&imagebuilder.Fetcher{}).Deb(ctx, deb, arch)
+	require.NoError(t, err)
+
+	npm := images.OpenCodeNPM[arch]
+	rt := roundTrip{deb.URL(): good, npm.TarballURL(): []byte("not the package")}
+	f := &imagebuilder.Fetcher{CacheDir: t.TempDir(), NoClients: true, Client: &http.Client{Transport: rt}}
+	got, err := f.Deb(ctx, deb, arch)
+	require.NoError(t, err)
+	assert.Equal(t, good, got)
+	cached, err := os.ReadFile(filepath.Join(f.CacheDir, "sha256", deb.SHA256+".deb"))
+	require.NoError(t, err, "kept in the cache by checksum")
+	assert.Equal(t, good, cached)
+
+	_, err = f.NPM(ctx, npm)
+	require.ErrorContains(t, err, "refusing it")
+	entries, _ := os.ReadDir(filepath.Join(f.CacheDir, "sha512"))
+	for _, e := range entries {
+		assert.True(t, strings.HasPrefix(e.Name(), "download-"), "nothing but the download directory may be left: %s", e.Name())
+	}
+	var none []string
+	files, _ := filepath.Glob(filepath.Join(f.CacheDir, "sha512", "*.tgz"))
+	assert.Equal(t, none, files, "a file that does not match its pin is not cached")
 }

@@ -9,8 +9,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 
@@ -19,14 +21,59 @@ import (
 
 // Fetcher gets the pinned inputs of the agent image (npm and Debian
 // packages) through the package managers' own clients, npm and apt-get,
-// checks each against the checksum images pins it by, and caches it under
-// its checksum, so that each file is downloaded once per machine and a
-// file that does not match its pin is never used.
+// which honour the machine's registry, mirror and proxy settings; on a
+// machine without them, from the public URLs the pins name (as Bazel
+// does). It checks each file against the checksum images pins it by and
+// caches it under that checksum, so that each file is downloaded once per
+// machine and a file that does not match its pin is never used.
 type Fetcher struct {
 	// CacheDir holds verified files by checksum; DefaultCacheDir when empty.
 	CacheDir string
 	// Progress receives a line per download; nil for none.
 	Progress io.Writer
+	// Client downloads from the public URLs when npm or apt-get is
+	// missing; http.DefaultClient when nil.
+	Client *http.Client
+	// NoClients skips npm and apt-get and always downloads by URL.
+	NoClients bool
+}
+
+// useClient says whether to fetch with the named package manager.
+func (f *Fetcher) useClient(name string) bool {
+	if f.NoClients {
+		return false
+	}
+	_, err := exec.LookPath(name)
+	return err == nil
+}
+
+// download writes the body of url into dir.
+func (f *Fetcher) download(ctx context.Context, dir, url string) error {
+	c := f.Client
+	if c == nil {
+		c = http.DefaultClient
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	out, err := os.Create(filepath.Join(dir, path.Base(url)))
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		out.Close()
+		return fmt.Errorf("GET %s: %w", url, err)
+	}
+	return out.Close()
 }
 
 // DefaultCacheDir is $XDG_CACHE_HOME/kubeopencode/inputs, or
@@ -75,6 +122,10 @@ func (f *Fetcher) NPM(ctx context.Context, p images.NPMPackage) ([]byte, error) 
 	}
 	path := filepath.Join(f.cacheDir(), "sha512", hex.EncodeToString(sum)+".tgz")
 	return f.cached(path, check, func(dir string) error {
+		if !f.useClient("npm") {
+			f.progress("fetching npm package %s from %s", p.Spec(), p.TarballURL())
+			return f.download(ctx, dir, p.TarballURL())
+		}
 		f.progress("fetching npm package %s (npm pack)", p.Spec())
 		return run(ctx, dir, "npm", "pack", "--silent", p.Spec())
 	}, "npm package "+p.Spec())
@@ -95,6 +146,10 @@ func (f *Fetcher) Deb(ctx context.Context, p images.DebianPackage, arch string) 
 	}
 	path := filepath.Join(f.cacheDir(), "sha256", p.SHA256+".deb")
 	return f.cached(path, check, func(dir string) error {
+		if !f.useClient("apt-get") {
+			f.progress("fetching Debian package %s %s (%s) from %s", p.Name, p.Version, arch, p.URL())
+			return f.download(ctx, dir, p.URL())
+		}
 		f.progress("fetching Debian package %s:%s=%s (apt-get download)", p.Name, arch, p.Version)
 		err := run(ctx, dir, "apt-get", "download", "-q", p.Name+":"+arch+"="+p.Version)
 		if err != nil && arch != hostDebArch() {
