@@ -2,6 +2,8 @@ module github.com/kubeopencode/kubeopencode
 
 go 1.26.0
 
+toolchain go1.26.8
+
 require (
 	github.com/Knetic/govaluate v3.0.1-0.20171022003610-9aa49832a739+incompatible
 	github.com/Masterminds/sprig/v3 v3.3.0

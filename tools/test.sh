@@ -9,10 +9,11 @@ cd "$(dirname "$0")/.."
 section() { printf '\n==== %s\n' "$*"; }
 
 # Debian packages the tests use: git (the tests serve real repositories with
-# git http-backend) and, for the real-node tests, containerd, runc and the
-# CNI plugins. Installed when missing and this runs as root.
+# git http-backend), kubectl (the install stream is applied with it) and, for
+# the real-node tests, containerd, runc and the CNI plugins. Installed when missing and this runs as root.
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
+command -v kubectl >/dev/null 2>&1 || need+=(kubectl)
 command -v containerd >/dev/null 2>&1 || need+=(containerd)
 command -v runc >/dev/null 2>&1 || need+=(runc)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)

@@ -12,20 +12,12 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// repoRoot finds the module root so that tests can reach the shared
-// manifests and the schema copy wherever `go test` runs them from.
+// repoRoot is the repository root seen from this package's directory, both
+// under `go test` and in Bazel's runfiles tree, where no go.mod is present to
+// search for: the files the tests read are declared in the BUILD file's data.
 func repoRoot(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	require.NoError(t, err)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		require.NotEqual(t, parent, dir, "go.mod not found above the test directory")
-		dir = parent
-	}
+	return filepath.Join("..", "..")
 }
 
 var (

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Fails when generated Bazel files drifted from the sources: BUILD.bazel files
-# Gazelle would change, a stale use_repo(go_deps, ...), unformatted or
-# lint-failing Starlark, or an invalid GitHub workflow. Fix with
-# tools/bazel/update.sh (workflows by hand).
+# Fails when generated Bazel files drifted from the sources (BUILD.bazel files
+# Gazelle would change with the repository configuration go_deps gives it, a
+# stale use_repo(go_deps, ...), unformatted or lint-failing Starlark, an
+# invalid GitHub workflow), and on what `bazel build //...` and
+# `bazel test //...` would fail on, checked without Bazel by
+# tools/bazel/bzlcheck. Fix generated files with tools/bazel/update.sh, the
+# rest by hand.
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 
@@ -13,7 +16,7 @@ step() {
 	shift
 	echo "== $what"
 	if ! "$@"; then
-		echo "FAILED: $what (run tools/bazel/update.sh and commit the result)" >&2
+		echo "FAILED: $what" >&2
 		failed=1
 	fi
 }
@@ -36,11 +39,17 @@ if command -v shellcheck >/dev/null; then
 else
 	echo "== shellcheck: not installed (apt-get install shellcheck); actionlint also checks workflow scripts with it" >&2
 fi
-step "image definitions: Bazel targets match tools/images" \
-	go test -count=1 ./tools/images/...
+step "labels: every label names a target that exists and is visible to its user" \
+	go run ./tools/bazel/bzlcheck labels
+step "scripts: no script argument expands to a path without \"/\"" \
+	go run ./tools/bazel/bzlcheck scripts
+step "runfiles: every go_test not tagged manual passes as bazel test runs it" \
+	go run ./tools/bazel/bzlcheck runfiles
+step "image definitions and workflow: Bazel targets match tools/images; the checks catch what they claim" \
+	go test -count=1 ./tools/images/... ./tools/bazel/...
 
 if [ "$failed" -ne 0 ]; then
-	echo "Bazel files are out of date." >&2
+	echo "Bazel files are out of date or would fail under Bazel (see FAILED above)." >&2
 	exit 1
 fi
 echo "Bazel files are up to date."

@@ -13,16 +13,45 @@
 #   REGISTRY_PORT (5001), ROLLOUT_TIMEOUT (180s).
 set -euo pipefail
 
-render="$1" push_controller="$2" push_git_init="$3" push_context_init="$4"
-digest_controller="$5" digest_git_init="$6" digest_context_init="$7"
+# Every argument is a runfiles path ("_main/push_controller_push.sh", from
+# $(rlocationpath ...)). runfile turns one into an absolute path, so that a
+# file is never looked up on PATH as a command. `bazel run` starts this
+# script in <runfiles>/_main. RUNFILES_DIR is exported for the push scripts
+# of rules_oci, which find crane and the image through it: run from here,
+# their own "$0.runfiles" does not exist.
+if [ -z "${RUNFILES_DIR:-}" ]; then
+	if [ -d "$0.runfiles" ]; then
+		RUNFILES_DIR="$0.runfiles"
+	else
+		RUNFILES_DIR="$PWD/.."
+	fi
+fi
+RUNFILES_DIR="$(cd "$RUNFILES_DIR" && pwd -P)"
+export RUNFILES_DIR
+runfile() {
+	if [ ! -e "$RUNFILES_DIR/$1" ]; then
+		echo "deploy: $1 is not in the runfiles of //:deploy ($RUNFILES_DIR)" >&2
+		return 1
+	fi
+	printf '%s/%s\n' "$RUNFILES_DIR" "$1"
+}
+
+render="$(runfile "$1")"
+push_controller="$(runfile "$2")"
+push_git_init="$(runfile "$3")"
+push_context_init="$(runfile "$4")"
+digest_controller="$(runfile "$5")"
+digest_git_init="$(runfile "$6")"
+digest_context_init="$(runfile "$7")"
 shift 7
 crds=()
 while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
-	crds+=("$1")
+	crds+=("$(runfile "$1")")
 	shift
 done
 shift # --
-manifests=("$@")
+manifests=()
+for f in "$@"; do manifests+=("$(runfile "$f")"); done
 
 cluster="${KIND_CLUSTER_NAME:-kubeopencode}"
 reg_name="${REGISTRY_NAME:-kind-registry}"
@@ -86,8 +115,10 @@ CM
 "$push_context_init" --repository "${prefix}/context-init"
 
 # 7. Render: every placeholder becomes localhost:PORT/kubeopencode/<image>@sha256:...
-rendered="$(mktemp --suffix=.yaml)"
-trap 'rm -f "$rendered"' EXIT
+# mktemp -d with a template works with both GNU and BSD (macOS) mktemp.
+workdir="$(mktemp -d "${TMPDIR:-/tmp}/kubeopencode-deploy.XXXXXX")"
+trap 'rm -rf "$workdir"' EXIT
+rendered="$workdir/kubeopencode.yaml"
 "$render" --repository "$prefix" \
 	--digest "controller=${digest_controller}" \
 	--digest "git-init=${digest_git_init}" \

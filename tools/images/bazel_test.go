@@ -347,12 +347,12 @@ func TestBazelManifestsPinEveryImage(t *testing.T) {
 	require.NotNil(t, deploy, "BUILD.bazel: no sh_binary deploy")
 	args := strs(root.attr(deploy, "args"))
 	var want []string
-	want = append(want, "$(rootpath //tools/render/cmd/render)")
+	want = append(want, "$(rlocationpath //tools/render/cmd/render)")
 	for _, img := range images.All {
-		want = append(want, "$(rootpath :"+img.Name+"_push)")
+		want = append(want, "$(rlocationpath :"+img.Name+"_push)")
 	}
 	for _, img := range images.All {
-		want = append(want, "$(rootpath :"+img.Name+"_index.digest)")
+		want = append(want, "$(rlocationpath :"+img.Name+"_index.digest)")
 	}
 	require.GreaterOrEqual(t, len(args), len(want))
 	assert.Equal(t, want, args[:len(want)], "tools/bazel/deploy.sh reads the renderer, the pushes and the digests in this order")

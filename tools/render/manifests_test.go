@@ -2,7 +2,6 @@ package render_test
 
 import (
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -20,14 +19,7 @@ func TestRepositoryManifestsRender(t *testing.T) {
 	dir := filepath.Join("..", "..", "manifests")
 	files, err := render.Collect([]string{dir})
 	require.NoError(t, err)
-	var install []render.File
-	for _, f := range files {
-		rel := filepath.ToSlash(f.Rel)
-		if strings.HasPrefix(rel, "argo-events/") || strings.HasPrefix(rel, "samples/") || filepath.Base(rel) == "kustomization.yaml" {
-			continue
-		}
-		install = append(install, f)
-	}
+	install := render.InstallFiles(files)
 	rendered, err := renderer().RenderFiles(install)
 	require.NoError(t, err)
 	out := string(render.Stream(rendered))

@@ -175,6 +175,22 @@ func Collect(inputs []string) ([]File, error) {
 	return files, nil
 }
 
+// InstallFiles keeps the files of manifests/ that install KubeOpenCode, the
+// set //:install_manifests globs in Bazel: everything but the Argo Events
+// examples, the samples and kustomization files. files are as Collect
+// returns them for the manifests/ directory.
+func InstallFiles(files []File) []File {
+	var out []File
+	for _, f := range files {
+		rel := filepath.ToSlash(f.Rel)
+		if strings.HasPrefix(rel, "argo-events/") || strings.HasPrefix(rel, "samples/") || filepath.Base(rel) == "kustomization.yaml" {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
 // RenderFiles renders every file and reports all unresolved placeholders of
 // all files together.
 func (r Renderer) RenderFiles(files []File) ([]File, error) {
@@ -195,19 +211,77 @@ func (r Renderer) RenderFiles(files []File) ([]File, error) {
 }
 
 // Stream joins files into one multi-document YAML stream, the form
-// `kubectl apply -f -` takes.
+// `kubectl apply -f` takes. kubectl applies a stream in order and refuses an
+// object whose Namespace or kind does not exist yet, so every Namespace comes
+// first, then every CustomResourceDefinition, then the other documents in
+// their input order.
 func Stream(files []File) []byte {
-	var b bytes.Buffer
+	type doc struct {
+		source string
+		body   []byte
+		rank   int
+	}
+	var docs []doc
 	for _, f := range files {
-		c := bytes.TrimPrefix(f.Content, []byte("---\n"))
-		if len(bytes.TrimSpace(c)) == 0 {
-			continue
+		for _, body := range splitDocuments(f.Content) {
+			docs = append(docs, doc{source: filepath.ToSlash(f.Path), body: body, rank: installRank(body)})
 		}
-		fmt.Fprintf(&b, "---\n# Source: %s\n", filepath.ToSlash(f.Path))
-		b.Write(c)
-		if !bytes.HasSuffix(c, []byte("\n")) {
+	}
+	sort.SliceStable(docs, func(i, j int) bool { return docs[i].rank < docs[j].rank })
+	var b bytes.Buffer
+	for _, d := range docs {
+		fmt.Fprintf(&b, "---\n# Source: %s\n", d.source)
+		b.Write(d.body)
+		if !bytes.HasSuffix(d.body, []byte("\n")) {
 			b.WriteByte('\n')
 		}
 	}
 	return b.Bytes()
+}
+
+var (
+	separatorRE = regexp.MustCompile(`(?m)^---[ \t]*(?:#.*)?$\n?`)
+	kindRE      = regexp.MustCompile(`(?m)^kind:[ \t]*["']?([A-Za-z0-9]+)`)
+)
+
+// splitDocuments cuts a YAML stream at its "---" lines. A part holding only
+// comments stays with the document after it; documents without content are
+// dropped.
+func splitDocuments(content []byte) [][]byte {
+	var out [][]byte
+	var pending []byte
+	for _, part := range separatorRE.Split(string(content), -1) {
+		body := append(pending, part...)
+		if !hasContent(body) {
+			pending = body
+			continue
+		}
+		pending = nil
+		out = append(out, body)
+	}
+	return out
+}
+
+func hasContent(body []byte) bool {
+	for _, line := range strings.Split(string(body), "\n") {
+		if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "#") {
+			return true
+		}
+	}
+	return false
+}
+
+// installRank orders the documents of a stream for kubectl apply.
+func installRank(body []byte) int {
+	m := kindRE.FindSubmatch(body)
+	if m == nil {
+		return 2
+	}
+	switch string(m[1]) {
+	case "Namespace":
+		return 0
+	case "CustomResourceDefinition":
+		return 1
+	}
+	return 2
 }

@@ -152,3 +152,20 @@ func TestGoldenTree(t *testing.T) {
 	assert.Equal(t, string(want), string(got))
 	assert.NotContains(t, string(got), "kubeopencode.io/image/")
 }
+
+// TestStreamInstallOrder: kubectl applies a stream in order, so the
+// Namespace and the CRDs must come before any object that needs them, even
+// when the input files list them later or mix them with other kinds.
+func TestStreamInstallOrder(t *testing.T) {
+	files := []render.File{
+		{Path: "controller/deployment.yaml", Content: []byte("# the controller\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: c\n  namespace: ns\n")},
+		{Path: "controller/rbac.yaml", Content: []byte("---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: sa\n  namespace: ns\n---\n# comment-only part\n---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns\n---\n")},
+		{Path: "crd/tasks.yaml", Content: []byte("---\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: tasks.kubeopencode.io\n")},
+	}
+	got := string(render.Stream(files))
+	want := "---\n# Source: controller/rbac.yaml\n# comment-only part\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns\n" +
+		"---\n# Source: crd/tasks.yaml\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: tasks.kubeopencode.io\n" +
+		"---\n# Source: controller/deployment.yaml\n# the controller\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: c\n  namespace: ns\n" +
+		"---\n# Source: controller/rbac.yaml\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: sa\n  namespace: ns\n"
+	assert.Equal(t, want, got)
+}

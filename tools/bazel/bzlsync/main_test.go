@@ -7,21 +7,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-)
 
-func TestRepoNameMatchesGoDeps(t *testing.T) {
-	for mod, want := range map[string]string{
-		"github.com/google/go-containerregistry":   "com_github_google_go_containerregistry",
-		"sigs.k8s.io/controller-runtime":           "io_k8s_sigs_controller_runtime",
-		"github.com/go-git/go-git/v5":              "com_github_go_git_go_git_v5",
-		"golang.org/x/crypto/x509roots/fallback":   "org_golang_x_crypto_x509roots_fallback",
-		"github.com/Masterminds/sprig/v3":          "com_github_masterminds_sprig_v3",
-		"gopkg.in/evanphx/json-patch.v4":           "in_gopkg_evanphx_json_patch_v4",
-		"github.com/santhosh-tekuri/jsonschema/v6": "com_github_santhosh_tekuri_jsonschema_v6",
-	} {
-		assert.Equal(t, want, RepoName(mod), mod)
-	}
-}
+	"github.com/kubeopencode/kubeopencode/tools/bazel/bzlmod"
+)
 
 func TestUseRepoListsExactlyTheReposBuildFilesUse(t *testing.T) {
 	root := t.TempDir()
@@ -62,4 +50,15 @@ use_repo(oci, "distroless_static")
 
 	_, err = SetUseRepo("MODULE.bazel", []byte(`module(name = "x")`), "go_deps", used)
 	require.ErrorContains(t, err, "no use_repo(go_deps")
+}
+
+// The Gazelle update.sh and check.sh run must be the one Bazel runs.
+func TestSameGazelleAsBazel(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "MODULE.bazel")
+	require.NoError(t, os.WriteFile(p, []byte("module(name = \"x\")\n\nbazel_dep(name = \"gazelle\", version = \"0.53.0\")\n"), 0o644))
+	mod, err := bzlmod.ReadModule(p)
+	require.NoError(t, err)
+	err = checkSameGazelle(map[string]string{bzlmod.GazelleModule: "v0.52.2"}, mod)
+	require.ErrorContains(t, err, "requires github.com/bazelbuild/bazel-gazelle v0.52.2 but MODULE.bazel has bazel_dep(name = \"gazelle\", version = \"0.53.0\")")
+	require.NoError(t, checkSameGazelle(map[string]string{bzlmod.GazelleModule: "v0.53.0"}, mod))
 }
