@@ -4,7 +4,8 @@
 //
 //	tools/bazel/agent_inputs.MODULE.bazel  one http_file per npm and Debian package,
 //	                                       with its public URL and checksum (MODULE.bazel includes it)
-//	tools/bazel/agent_inputs.bzl           AGENT_INPUTS: the file labels per architecture
+//	agentimages/inputs/BUILD.bazel         per architecture, the genrule that turns those files
+//	                                       into the image's layers (<arch>/{debian,opencode,config}.tar)
 //
 //	go run ./tools/bazel/agentinputs [-check]
 //
@@ -26,7 +27,7 @@ import (
 
 const (
 	moduleFile = "tools/bazel/agent_inputs.MODULE.bazel"
-	bzlFile    = "tools/bazel/agent_inputs.bzl"
+	buildFile  = "agentimages/inputs/BUILD.bazel"
 )
 
 func main() {
@@ -47,13 +48,13 @@ func repoName(kind, arch, name string) string {
 	return kind + "_" + arch + "_" + unsafe.ReplaceAllString(name, "_")
 }
 
-func generate() (module, bzl []byte) {
+func generate() (module, build []byte) {
 	var m, b bytes.Buffer
 	m.WriteString(header)
-	m.WriteString("# The agent image's inputs: OpenCode's npm package and the Debian packages, per\n# architecture, each pinned by checksum. Read by //:agent-opencode_image.\n\n")
+	m.WriteString("# The agent image's inputs: OpenCode's npm package and the Debian packages, per\n# architecture, each pinned by checksum. Read by //agentimages/inputs.\n\n")
 	m.WriteString("http_file = use_repo_rule(\"@bazel_tools//tools/build_defs/repo:http.bzl\", \"http_file\")\n")
 	b.WriteString(header)
-	b.WriteString("\"\"\"The agent image's pinned input files, per architecture.\"\"\"\n\nAGENT_INPUTS = {\n")
+	b.WriteString("# The layers of //:agent-opencode_image made from pinned packages, per\n# architecture: //tools/imagebuilder/cmd/agentlayers matches each file to its\n# pin by checksum and writes the layers the Go-native builder writes.\n")
 	arches := make([]string, 0, len(images.OpenCodeNPM))
 	for a := range images.OpenCodeNPM {
 		arches = append(arches, a)
@@ -72,20 +73,24 @@ func generate() (module, bzl []byte) {
 				repo, filepath.Base(d.Filename), d.SHA256, d.URL())
 			labels = append(labels, "@"+repo+"//file")
 		}
-		fmt.Fprintf(&b, "    %q: [\n", arch)
+		fmt.Fprintf(&b, "\ngenrule(\n    name = %q,\n    srcs = [\n", "layers_"+arch)
 		for _, l := range labels {
 			fmt.Fprintf(&b, "        %q,\n", l)
 		}
-		b.WriteString("    ],\n")
+		b.WriteString("    ],\n    outs = [\n")
+		for _, l := range []string{"debian", "opencode", "config"} {
+			fmt.Fprintf(&b, "        %q,\n", arch+"/"+l+".tar")
+		}
+		fmt.Fprintf(&b, "    ],\n    cmd = %q,\n    tools = [\"//tools/imagebuilder/cmd/agentlayers\"],\n    visibility = [\"//:__pkg__\"],\n)\n",
+			"$(execpath //tools/imagebuilder/cmd/agentlayers) --arch "+arch+" --out-dir $(RULEDIR)/"+arch+" $(SRCS)")
 	}
-	b.WriteString("}\n")
 	return m.Bytes(), b.Bytes()
 }
 
 func run(check bool) error {
-	module, bzl := generate()
+	module, build := generate()
 	var stale []string
-	for path, want := range map[string][]byte{moduleFile: module, bzlFile: bzl} {
+	for path, want := range map[string][]byte{moduleFile: module, buildFile: build} {
 		if check {
 			got, err := os.ReadFile(path)
 			if err != nil || !bytes.Equal(got, want) {
