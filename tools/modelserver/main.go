@@ -90,7 +90,7 @@ func run(listen, scriptFile string, verbose bool) error {
 		}
 		reqs := srv.Requests("")
 		for _, r := range reqs[seen:] {
-			fmt.Printf("%s %s request: model %q, turn %d, %d messages, tools %v\n", r.Received.Format(time.TimeOnly), r.API, r.Model, r.Turn, len(r.Messages), r.Tools)
+			fmt.Printf("%s %s request: model %q, turn %d, %d messages, tools %v, key %s\n", r.Received.Format(time.TimeOnly), r.API, r.Model, r.Turn, len(r.Messages), r.Tools, orNone(r.KeyFingerprint))
 			if verbose {
 				for _, m := range r.Messages {
 					fmt.Printf("  %s: %q\n", m.Role, m.Text)
@@ -99,4 +99,12 @@ func run(listen, scriptFile string, verbose bool) error {
 		}
 		seen = len(reqs)
 	}
+}
+
+// orNone shows an empty key fingerprint as "none".
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return "sha256:" + s + "..."
 }
