@@ -98,6 +98,11 @@ type GitPlan struct {
 	// Path, when set, must exist in the checkout: it is the file or
 	// directory the agent container sees.
 	Path string `json:"path,omitempty"`
+	// Submodules makes git-init check out the commit's submodules,
+	// recursively, with the same depth; credentials go only to the
+	// repository's own host. Otherwise submodule directories stay empty
+	// and Result.SubmodulesLeftOut lists them.
+	Submodules bool `json:"submodules,omitempty"`
 	// CredentialsDir, when set, is the directory holding the Secret's keys
 	// (SecretKeyUsername, SecretKeyPassword, SecretKeySSHKey, ...).
 	CredentialsDir string `json:"credentialsDir,omitempty"`
@@ -114,6 +119,9 @@ type Result struct {
 	Commit string `json:"commit,omitempty"`
 	// Repository is the repository git-init cloned (no credentials).
 	Repository string `json:"repository,omitempty"`
+	// SubmodulesLeftOut lists the paths of the submodules git-init did not
+	// check out (at most 20, then "... and N more").
+	SubmodulesLeftOut []string `json:"submodulesLeftOut,omitempty"`
 }
 
 // VersionError reports a plan written for another contract version.

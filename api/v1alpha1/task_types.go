@@ -164,6 +164,12 @@ type RepositoryStatus struct {
 	Repository string `json:"repository"`
 	// Commit is the SHA that was checked out.
 	Commit string `json:"commit"`
+	// SubmodulesLeftOut lists the paths of submodules that were not
+	// checked out (their directories are empty) because the Git context's
+	// submodules is false; at most 20, then "... and N more".
+	// +optional
+	// +listType=atomic
+	SubmodulesLeftOut []string `json:"submodulesLeftOut,omitempty"`
 }
 
 // +kubebuilder:object:root=true

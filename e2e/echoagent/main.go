@@ -6,6 +6,8 @@
 //	id              the process's uid, gid and supplementary groups
 //	tree            every entry under $WORKSPACE_DIR (not inside .git) with mode, owner and size
 //	stat=PATH       one entry, as tree prints it
+//	gitblobs=DIR    every file and symlink under DIR (not inside .git) as
+//	                git would record it: mode, blob name and quoted path
 //	cat=PATH        the file's content between "== cat PATH" and "== end PATH"
 //	env=NAME        the variable's value, or that it is unset
 //	append=PATH:TXT appends TXT and a newline to PATH (created if missing)
@@ -20,6 +22,7 @@
 package main
 
 import (
+	"crypto/sha1" //nolint:gosec // Git object names
 	"fmt"
 	"io/fs"
 	"os"
@@ -83,6 +86,8 @@ func step(s string) error {
 		})
 	case "stat":
 		return stat(arg)
+	case "gitblobs":
+		return gitBlobs(arg)
 	case "cat":
 		data, err := os.ReadFile(arg)
 		if err != nil {
@@ -146,4 +151,49 @@ func stat(p string) error {
 	}
 	fmt.Println(line)
 	return nil
+}
+
+// gitBlobs prints "== blob MODE SHA QUOTED-PATH" for every file and
+// symlink under root, with the blob name git gives its content (a
+// symlink's content is its target), so that a test can compare the
+// checkout the agent sees with the commit.
+func gitBlobs(root string) error {
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if d.Name() == ".git" {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		var data []byte
+		mode := "100644"
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			data, mode = []byte(target), "120000"
+		default:
+			if data, err = os.ReadFile(p); err != nil {
+				return err
+			}
+			if fi.Mode()&0o100 != 0 {
+				mode = "100755"
+			}
+		}
+		h := sha1.New() //nolint:gosec
+		fmt.Fprintf(h, "blob %d\x00", len(data))
+		h.Write(data)
+		rel, _ := filepath.Rel(root, p)
+		fmt.Printf("== blob %s %x %s\n", mode, h.Sum(nil), strconv.Quote(rel))
+		return nil
+	})
 }

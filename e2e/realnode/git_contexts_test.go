@@ -4,6 +4,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -16,6 +18,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
+	"github.com/kubeopencode/kubeopencode/internal/gittest"
 )
 
 // gitSecrets creates the Git credentials Secrets of a namespace: "git-http"
@@ -217,4 +220,56 @@ func knownHostsWithOtherKey(addr string) (string, error) {
 		return "", err
 	}
 	return knownhosts.Line([]string{knownhosts.Normalize(addr)}, key) + "\n", nil
+}
+
+// TestGitCheckoutMatchesCommit: a repository with large files stored as
+// deltas, absolute symlinks and names Windows reserves (aux.c, con.txt) is
+// checked out on the node exactly as committed: every path, mode, blob and
+// symlink target the agent sees equals `git ls-tree -r` of the commit.
+func TestGitCheckoutMatchesCommit(t *testing.T) {
+	requireEnv(t)
+	t.Parallel()
+	ns := restrictedNamespace(t)
+	gitSecrets(t, ns)
+	create(t, echoAgent(ns, "default", "gitblobs=/workspace/real", "stat=/workspace/real/links/etc"))
+	repo := strings.TrimSuffix(env.git.httpURL, "repo.git") + "real.git"
+	create(t, task(ns, "real", "", "Review the repository.",
+		v1alpha1.ContextItem{Type: v1alpha1.ContextTypeGit, MountPath: "real", Git: &v1alpha1.GitContext{
+			Repository: repo, SecretRef: &v1alpha1.LocalSecretReference{Name: "git-http"},
+		}},
+	))
+	tk := waitEnded(t, ns, "real")
+	requireCompleted(t, tk)
+	out := agentOutput(t, tk)
+
+	want := map[string]string{}
+	lsTree, err := gittest.RunGit(filepath.Join(env.git.root, "real.git"), "ls-tree", "-r", "-z", env.git.RealCommit)
+	require.NoError(t, err)
+	for _, rec := range strings.Split(lsTree, "\x00") {
+		if rec == "" {
+			continue
+		}
+		meta, p, _ := strings.Cut(rec, "\t")
+		f := strings.Fields(meta)
+		want[p] = f[0] + " " + f[2]
+	}
+	got := map[string]string{}
+	for _, line := range strings.Split(out.raw, "\n") {
+		rest, ok := strings.CutPrefix(line, "== blob ")
+		if !ok {
+			continue
+		}
+		f := strings.SplitN(rest, " ", 3)
+		require.Len(t, f, 3, line)
+		p, err := strconv.Unquote(f[2])
+		require.NoError(t, err, line)
+		got[p] = f[0] + " " + f[1]
+	}
+	assert.Equal(t, want, got, "the agent's checkout differs from commit %s", env.git.RealCommit)
+	assert.Contains(t, got, "drivers/i2c/aux.c")
+	assert.True(t, strings.HasSuffix(out.stats["/workspace/real/links/etc"], " -> /etc"), "absolute symlink kept as committed: %q", out.stats["/workspace/real/links/etc"])
+
+	require.Len(t, tk.Status.Repositories, 1, describeTask(tk))
+	assert.Equal(t, env.git.RealCommit, tk.Status.Repositories[0].Commit)
+	assert.Empty(t, tk.Status.Repositories[0].SubmodulesLeftOut)
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"testing"
 
 	"github.com/kubeopencode/kubeopencode/internal/gittest"
 	"github.com/kubeopencode/kubeopencode/tools/cluster"
@@ -19,6 +20,9 @@ type gitServers struct {
 	// Files of the repository's only commit on main, by path.
 	Files  map[string]string
 	Commit string
+	// RealCommit is the tip of real.git, a repository shaped like a real
+	// one (see makeRealRepo).
+	RealCommit string
 
 	httpURL            string // http://HOST:PORT/repo.git
 	username, password string
@@ -58,6 +62,9 @@ func startGitServers(dir string) (*gitServers, error) {
 		password: randomHex(12),
 	}
 	if err := g.makeRepo(); err != nil {
+		return nil, err
+	}
+	if g.RealCommit, err = makeRealRepo(filepath.Join(g.root, "real.git")); err != nil {
 		return nil, err
 	}
 	if g.httpSrv, err = gittest.StartHTTPServer(g.root, gittest.HTTPOptions{
@@ -119,3 +126,61 @@ func (g *gitServers) makeRepo() error {
 	_, err = gittest.RunGit(g.root, "clone", "-q", "--bare", work, filepath.Join(g.root, "repo.git"))
 	return err
 }
+
+// makeRealRepo creates a bare repository with what broke checkouts of real
+// repositories before: large text files stored as deltas that copy from
+// earlier and later parts of their base (repacked as `git gc --aggressive`
+// does), absolute, relative and dangling symlinks, names Windows reserves
+// (aux.c, con.txt) and an executable. It returns the commit.
+func makeRealRepo(bare string) (commit string, err error) {
+	defer func() {
+		// The generator reports failures through testing.TB; outside a
+		// test they arrive as a panic.
+		if p := recover(); p != nil {
+			err = fmt.Errorf("making %s: %v", bare, p)
+		}
+	}()
+	tb := &setupTB{}
+	g := gittest.NewTextGen(11)
+	var fi gittest.FastImport
+	var ops []gittest.FileOp
+	add := func(p, mode string, data []byte) {
+		ops = append(ops, gittest.FileOp{Path: p, Mode: mode, Ref: fi.Blob(data)})
+	}
+	lines := g.Lines(6000, "line")
+	add("big/base.txt", "100644", gittest.Join(lines))
+	add("big/moved.txt", "100644", gittest.Join(append(append(append([]string{}, lines[1000:1100]...), lines[0:100]...), lines[1500:]...)))
+	v := g.Lines(60000, "data") // about 3 MiB
+	for i, block := range []int{0, 100, 37, 500} {
+		if block > 0 {
+			v = g.Shuffle(v, block, 200)
+		}
+		add(fmt.Sprintf("big/data-%d.txt", i), "100644", gittest.Join(v))
+	}
+	add("links/etc", "120000", []byte("/etc"))
+	add("links/hostname", "120000", []byte("/etc/hostname"))
+	add("links/readme", "120000", []byte("../README.md"))
+	add("links/dangling", "120000", []byte("../no/such/file"))
+	add("drivers/i2c/aux.c", "100644", []byte("int aux;\n"))
+	add("con.txt", "100644", []byte("con\n"))
+	add("README.md", "100644", []byte("# real\n"))
+	add("bin/run.sh", "100755", []byte("#!/bin/sh\necho run\n"))
+	mark := fi.Commit("refs/heads/main", "", "real", ops)
+	marks := fi.Import(tb, bare)
+	gittest.Git(tb, bare, "repack", "-a", "-d", "-f", "-q", "--depth=50", "--window=250")
+	if len(gittest.PackDeltas(tb, bare)) == 0 {
+		return "", fmt.Errorf("%s holds no deltas", bare)
+	}
+	return marks[mark], nil
+}
+
+// setupTB lets the gittest helpers run outside a test, in TestMain.
+type setupTB struct{ testing.TB }
+
+func (setupTB) Helper()                   {}
+func (setupTB) Fatal(args ...any)         { panic(fmt.Sprint(args...)) }
+func (setupTB) Fatalf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }
+func (setupTB) Errorf(f string, a ...any) { panic(fmt.Sprintf(f, a...)) }
+func (setupTB) FailNow()                  { panic("failed") }
+func (setupTB) Cleanup(func())            {}
+func (setupTB) TempDir() string           { d, _ := os.MkdirTemp("", "realnode-"); return d }

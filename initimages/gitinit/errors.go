@@ -39,7 +39,8 @@ func isAuthError(err error) bool {
 // refs are permanent.
 func isTransient(err error) bool {
 	var perm *permanentError
-	if errors.As(err, &perm) || isAuthError(err) ||
+	var ce *checkoutError
+	if errors.As(err, &perm) || errors.As(err, &ce) || isAuthError(err) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, transport.ErrRepositoryNotFound) || errors.Is(err, transport.ErrEmptyRemoteRepository) {
 		return false
@@ -49,6 +50,10 @@ func isTransient(err error) bool {
 	}
 	if isTLSError(err) {
 		return false
+	}
+	var idle *idleError
+	if errors.As(err, &idle) {
+		return true
 	}
 	var opErr *net.OpError
 	var dnsErr *net.DNSError
@@ -61,7 +66,7 @@ func isTransient(err error) bool {
 		return true
 	}
 	msg := err.Error()
-	for _, s := range []string{"connection reset", "broken pipe", "unexpected EOF", "i/o timeout", "TLS handshake timeout"} {
+	for _, s := range []string{"connection reset", "broken pipe", "unexpected EOF", "i/o timeout", "TLS handshake timeout", "sent no data for"} {
 		if strings.Contains(msg, s) {
 			return true
 		}
@@ -97,9 +102,12 @@ func httpStatus(err error) int {
 func describe(err error, url string, haveCredentials bool) string {
 	var perm *permanentError
 	var hk *hostKeyError
+	var ce *checkoutError
 	switch {
 	case errors.As(err, &perm):
 		return perm.msg
+	case errors.As(err, &ce):
+		return ce.msg
 	case errors.As(err, &hk):
 		return hk.msg
 	case errors.Is(err, transport.ErrAuthenticationRequired) && !haveCredentials:

@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
+	"github.com/go-git/go-git/v5/plumbing/format/index"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 
@@ -36,8 +39,18 @@ type Options struct {
 	// after each further one, up to MaxBackoff.
 	InitialBackoff time.Duration
 	MaxBackoff     time.Duration
-	// DialTimeout bounds each SSH connection attempt.
+	// DialTimeout bounds each connection attempt (SSH and HTTP, including
+	// the TLS handshake).
 	DialTimeout time.Duration
+	// IdleTimeout is how long an HTTP connection may deliver no data
+	// (including the wait for a response's headers) before the attempt
+	// fails as a transient error. It bounds a stalled server, not the
+	// length of a large transfer.
+	IdleTimeout time.Duration
+	// MemoryLimit is the container's memory limit in bytes (0: none). A
+	// file too large to decode within it fails the checkout with a clear
+	// error instead of an OOM kill.
+	MemoryLimit int64
 	// Roots are the directories Dest must lie in.
 	Roots []string
 	// Log receives warnings and progress, one line each.
@@ -51,6 +64,8 @@ func DefaultOptions() Options {
 		InitialBackoff: time.Second,
 		MaxBackoff:     15 * time.Second,
 		DialTimeout:    30 * time.Second,
+		IdleTimeout:    60 * time.Second,
+		MemoryLimit:    memoryLimit(),
 		Roots:          initutil.DefaultCloneRoots,
 		Log:            os.Stderr,
 	}
@@ -58,17 +73,18 @@ func DefaultOptions() Options {
 
 const remoteName = "origin"
 
-// largeObjectThreshold makes go-git stream objects above this size from the
-// packfile instead of inflating, hashing and caching them in memory: a
-// checkout with large files then needs little memory and, in the committed
-// benchmark, about 35% less time.
-const largeObjectThreshold = 64 << 10
+// go-git's LargeObjectThreshold is left at 0: above a threshold, go-git
+// v5 streams deltas from the pack and, when a delta copies from an earlier
+// part of its base after a later one, reads the wrong bytes without an
+// error (go-git issue #2378). Every blob is decoded in memory instead; the
+// checkout bounds that with memoryLimit and verifies every blob's hash.
 
 // Run carries out plan. On success the Result names the checked-out commit
 // and the repository URL without credentials. Errors are one line, prefixed
 // with the plan's Description.
 func Run(ctx context.Context, plan *contract.GitPlan, opts Options) (contract.Result, error) {
 	initutil.SetGroupUmask()
+	setHTTPTimeouts(opts.DialTimeout, opts.IdleTimeout)
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
@@ -91,9 +107,13 @@ func Run(ctx context.Context, plan *contract.GitPlan, opts Options) (contract.Re
 		var commit plumbing.Hash
 		commit, err = r.cloneWithRetry(ctx)
 		res.Commit = commit.String()
+		if !plan.Submodules {
+			res.SubmodulesLeftOut = leftOut(r.submodules)
+		}
 	}
 	if err != nil {
 		res.Commit = ""
+		res.SubmodulesLeftOut = nil
 		return res, errors.New(red.redact(what + ": " + err.Error()))
 	}
 	return res, nil
@@ -106,6 +126,17 @@ type run struct {
 	url   string // repository URL without credentials
 	auth  transport.AuthMethod
 	depth int
+	// maxBlob is the largest blob the checkout decodes (0: no limit).
+	maxBlob int64
+	// proxy routes SSH connections through the idle-timeout dialer.
+	proxy transport.ProxyOptions
+	// dest is the open destination directory.
+	dest *os.Root
+	// level is 0 for the Git context's repository, n for a submodule n
+	// levels down.
+	level int
+	// submodules are the gitlinks of the checked-out tree.
+	submodules []submodule
 }
 
 func newRun(plan *contract.GitPlan, opts Options, red *redactor) (*run, error) {
@@ -116,7 +147,7 @@ func newRun(plan *contract.GitPlan, opts Options, red *redactor) (*run, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &run{plan: plan, opts: opts, url: clean, depth: plan.Depth}
+	r := &run{plan: plan, opts: opts, url: clean, depth: plan.Depth, maxBlob: maxBlobFor(opts.MemoryLimit)}
 	if plan.Depth < 0 {
 		return r, fmt.Errorf("depth %d is negative: use 0 for full history or a positive number of commits", plan.Depth)
 	}
@@ -140,7 +171,23 @@ func newRun(plan *contract.GitPlan, opts Options, red *redactor) (*run, error) {
 	if err != nil {
 		return r, err
 	}
+	if ep.Protocol == "ssh" {
+		r.proxy = sshProxyOptions()
+	}
 	return r, nil
+}
+
+// leftOut lists submodule paths for the Result, bounded.
+func leftOut(subs []submodule) []string {
+	var out []string
+	for i, s := range subs {
+		if i == maxLeftOut {
+			out = append(out, fmt.Sprintf("... and %d more", len(subs)-maxLeftOut))
+			break
+		}
+		out = append(out, s.Path)
+	}
+	return out
 }
 
 // checkoutRelPath validates plan.Path, which is relative to the checkout.
@@ -161,9 +208,10 @@ func (r *run) logf(format string, args ...any) {
 // cloneWithRetry runs attempts until one succeeds, a permanent error occurs
 // or the retry budget is spent.
 func (r *run) cloneWithRetry(ctx context.Context) (plumbing.Hash, error) {
-	if err := prepareDest(r.plan.Dest); err != nil {
+	if err := r.prepareDest(); err != nil {
 		return plumbing.ZeroHash, err
 	}
+	defer r.dest.Close()
 	start := time.Now()
 	backoff := r.opts.InitialBackoff
 	for attempt := 1; ; attempt++ {
@@ -177,10 +225,13 @@ func (r *run) cloneWithRetry(ctx context.Context) (plumbing.Hash, error) {
 			}
 			return commit, nil
 		}
-		if cerr := clearDir(r.plan.Dest); cerr != nil {
+		if cerr := r.clearDest(); cerr != nil {
 			return plumbing.ZeroHash, fmt.Errorf("%s (and cannot clean up: %v)", describe(err, r.url, r.auth != nil), cerr)
 		}
-		if !isTransient(err) || ctx.Err() != nil {
+		if ctx.Err() != nil {
+			return plumbing.ZeroHash, fmt.Errorf("stopped before the clone of %s was complete (%v); nothing was left behind", r.url, context.Cause(ctx))
+		}
+		if !isTransient(err) {
 			return plumbing.ZeroHash, errors.New(describe(err, r.url, r.auth != nil))
 		}
 		elapsed := time.Since(start)
@@ -203,32 +254,82 @@ func (r *run) cloneWithRetry(ctx context.Context) (plumbing.Hash, error) {
 // prepareDest makes sure dest exists and is empty. A dest holding a .git
 // directory is the leftover of an earlier run of this container (the
 // kubelet restarts failed init containers) and is cleared; anything else is
-// somebody else's data and is refused.
-func prepareDest(dest string) error {
-	if err := os.MkdirAll(dest, 0o775); err != nil {
-		return fmt.Errorf("cannot create dest %s: %w", dest, err)
+// somebody else's data and is refused. dest is created through an os.Root
+// on its allowed root and may not pass through a symlink (one checked out
+// by an earlier Git context, say): go-git writes .git by path name.
+func (r *run) prepareDest() error {
+	dest := r.plan.Dest
+	rootDir, rel, err := initutil.SplitUnderRoot(dest, r.opts.Roots, true)
+	if err != nil {
+		return fmt.Errorf("dest: %w", err)
 	}
-	entries, err := os.ReadDir(dest)
+	root, err := os.OpenRoot(rootDir)
+	if err != nil {
+		return fmt.Errorf("cannot open %s: %w", rootDir, err)
+	}
+	defer root.Close()
+	// Refuse a symlink on the way before creating anything, and check
+	// again after creating what was missing.
+	for _, create := range []bool{false, true} {
+		if create {
+			if err := root.MkdirAll(rel, 0o775); err != nil {
+				return fmt.Errorf("cannot create dest %s: %w", dest, err)
+			}
+		}
+		if err := checkNoSymlink(root, rootDir, rel, dest); err != nil {
+			return err
+		}
+	}
+	d, err := root.OpenRoot(rel)
+	if err != nil {
+		return fmt.Errorf("cannot open dest %s: %w", dest, err)
+	}
+	r.dest = d
+	entries, err := fs.ReadDir(d.FS(), ".")
 	if err != nil {
 		return fmt.Errorf("cannot read dest %s: %w", dest, err)
 	}
 	if len(entries) == 0 {
 		return nil
 	}
-	if _, err := os.Lstat(filepath.Join(dest, ".git")); err != nil {
+	if _, err := d.Lstat(".git"); err != nil {
 		return fmt.Errorf("dest %s is not empty: a Git context needs a directory of its own", dest)
 	}
-	return clearDir(dest)
+	return r.clearDest()
 }
 
-// clearDir removes dir's contents but not dir, which may be a mount point.
-func clearDir(dir string) error {
-	entries, err := os.ReadDir(dir)
+// checkNoSymlink refuses a dest whose existing components below the root
+// include a symlink.
+func checkNoSymlink(root *os.Root, rootDir, rel, dest string) error {
+	if rel == "." {
+		return nil
+	}
+	p := ""
+	for _, el := range strings.Split(rel, "/") {
+		p = filepath.Join(p, el)
+		fi, err := root.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("cannot create dest %s: %w", dest, err)
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return &permanentError{fmt.Sprintf("dest %s passes through the symlink %s: choose a mountPath that does not lie inside a symlink of another context", dest, filepath.Join(rootDir, p))}
+		}
+	}
+	return nil
+}
+
+// clearDest removes dest's contents but not dest, which may be a mount
+// point; the removal stays inside dest whatever the contents.
+func (r *run) clearDest() error {
+	entries, err := fs.ReadDir(r.dest.FS(), ".")
 	if err != nil {
 		return err
 	}
 	for _, e := range entries {
-		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+		if err := r.dest.RemoveAll(e.Name()); err != nil {
 			return err
 		}
 	}
@@ -251,7 +352,7 @@ func (r *run) clone(ctx context.Context) (plumbing.Hash, error) {
 	if err != nil {
 		return plumbing.ZeroHash, err
 	}
-	st := filesystem.NewStorageWithOptions(dot, cache.NewObjectLRUDefault(), filesystem.Options{LargeObjectThreshold: largeObjectThreshold})
+	st := filesystem.NewStorageWithOptions(dot, cache.NewObjectLRUDefault(), filesystem.Options{})
 	repo, err := git.Init(st, wt)
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("cannot initialise %s: %w", r.plan.Dest, err)
@@ -260,7 +361,7 @@ func (r *run) clone(ctx context.Context) (plumbing.Hash, error) {
 	if err != nil {
 		return plumbing.ZeroHash, err
 	}
-	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: r.auth, PeelingOption: git.AppendPeeled})
+	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: r.auth, PeelingOption: git.AppendPeeled, ProxyOptions: r.proxy})
 	if err != nil {
 		return plumbing.ZeroHash, err
 	}
@@ -272,15 +373,16 @@ func (r *run) clone(ctx context.Context) (plumbing.Hash, error) {
 	if err := r.fetch(ctx, repo, t); err != nil {
 		return plumbing.ZeroHash, err
 	}
-	return r.checkout(repo, t)
+	return r.checkout(ctx, repo, t)
 }
 
 func (r *run) fetch(ctx context.Context, repo *git.Repository, t target) error {
 	opts := &git.FetchOptions{
-		RemoteName: remoteName,
-		Auth:       r.auth,
-		Depth:      r.depth,
-		Tags:       git.NoTags,
+		RemoteName:   remoteName,
+		Auth:         r.auth,
+		Depth:        r.depth,
+		Tags:         git.NoTags,
+		ProxyOptions: r.proxy,
 	}
 	switch t.kind {
 	case "branch":
@@ -299,14 +401,37 @@ func (r *run) fetch(ctx context.Context, repo *git.Repository, t target) error {
 		}
 		// The server does not let clients ask for a commit that is not at
 		// a ref's tip (uploadpack.allowReachableSHA1InWant is off), or the
-		// commit does not exist. Fetch every branch and tag in full and
-		// look for it there, as git itself would have to.
-		r.logf("server refused to send commit %s directly (%v); fetching all branches and tags", t.commit, err)
-		opts.Depth = 0
+		// commit does not exist. Fetch the history of every branch and tag,
+		// deeper each time, until the commit turns up: a commit near a tip
+		// then costs little more than a shallow clone.
 		opts.RefSpecs = []config.RefSpec{
 			config.RefSpec(fmt.Sprintf("+refs/heads/*:refs/remotes/%s/*", remoteName)),
 			"+refs/tags/*:refs/tags/*",
 		}
+		steps := []int{0}
+		if r.depth > 0 {
+			steps = nil
+			for _, d := range []int{max(r.depth, 10), 100, 1000, infiniteDepth} {
+				if len(steps) == 0 || d > steps[len(steps)-1] {
+					steps = append(steps, d)
+				}
+			}
+		}
+		r.logf("server refused to send commit %s directly (%v); fetching all branches and tags, deeper until the commit turns up", t.commit, err)
+		for _, d := range steps {
+			opts.Depth = d
+			err := repo.FetchContext(ctx, opts)
+			if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+				return err
+			}
+			if _, err := repo.CommitObject(t.commit); err == nil {
+				if d > 0 && d < infiniteDepth {
+					r.logf("found commit %s within %d commits of a branch or tag", t.commit, d)
+				}
+				return nil
+			}
+		}
+		return nil
 	}
 	err := repo.FetchContext(ctx, opts)
 	if errors.Is(err, git.NoErrAlreadyUpToDate) {
@@ -314,6 +439,10 @@ func (r *run) fetch(ctx context.Context, repo *git.Repository, t target) error {
 	}
 	return err
 }
+
+// infiniteDepth is what git sends to deepen a shallow clone to its full
+// history (`git fetch --unshallow`).
+const infiniteDepth = 0x7fffffff
 
 // localName is where a fetched remote ref is stored: branches as
 // remote-tracking branches, everything else under its own name.
@@ -327,7 +456,7 @@ func localName(name plumbing.ReferenceName) plumbing.ReferenceName {
 // wantRef holds a commit fetched by SHA until it is checked out.
 const wantRef = "refs/kubeopencode/want"
 
-func (r *run) checkout(repo *git.Repository, t target) (plumbing.Hash, error) {
+func (r *run) checkout(ctx context.Context, repo *git.Repository, t target) (plumbing.Hash, error) {
 	var commit plumbing.Hash
 	switch t.kind {
 	case "commit":
@@ -360,10 +489,6 @@ func (r *run) checkout(repo *git.Repository, t target) (plumbing.Hash, error) {
 	}
 	_ = repo.Storer.RemoveReference(wantRef)
 
-	wt, err := repo.Worktree()
-	if err != nil {
-		return commit, err
-	}
 	if t.kind == "branch" {
 		// A local branch that tracks the remote one lets the agent pull,
 		// commit and push as in any clone.
@@ -374,15 +499,50 @@ func (r *run) checkout(repo *git.Repository, t target) (plumbing.Hash, error) {
 		if err := repo.CreateBranch(&config.Branch{Name: t.name.Short(), Remote: remoteName, Merge: t.name}); err != nil {
 			return commit, err
 		}
-		if err := wt.Checkout(&git.CheckoutOptions{Branch: local, Force: true}); err != nil {
-			return commit, fmt.Errorf("cannot check out branch %s: %w", t.name.Short(), err)
+		if err := repo.Storer.SetReference(plumbing.NewSymbolicReference(plumbing.HEAD, local)); err != nil {
+			return commit, err
 		}
-		return commit, nil
+	} else if err := repo.Storer.SetReference(plumbing.NewHashReference(plumbing.HEAD, commit)); err != nil {
+		return commit, err
 	}
-	if err := wt.Checkout(&git.CheckoutOptions{Hash: commit, Force: true}); err != nil {
+	if err := r.writeWorktree(ctx, repo, commit); err != nil {
 		return commit, fmt.Errorf("cannot check out %s: %w", t.display, err)
 	}
 	return commit, nil
+}
+
+// writeWorktree writes the commit's files and the index.
+func (r *run) writeWorktree(ctx context.Context, repo *git.Repository, commit plumbing.Hash) error {
+	c, err := repo.CommitObject(commit)
+	if err != nil {
+		return err
+	}
+	// The fetch leaves garbage (go-git's pack indexer holds whole
+	// objects); collecting it now lets the checkout reuse that memory
+	// instead of growing the process.
+	runtime.GC()
+	start := time.Now()
+	packs, err := openPacks(filepath.Join(r.plan.Dest, git.GitDirName))
+	if err != nil {
+		return err
+	}
+	defer packs.Close()
+	w := &treeWriter{ctx: ctx, objects: repo.Storer, packs: packs, commit: commit, maxBlob: r.maxBlob, memLimit: r.opts.MemoryLimit}
+	if err := w.writeTree(r.dest, c.TreeHash); err != nil {
+		return err
+	}
+	if err := repo.Storer.SetIndex(&index.Index{Version: 2, Entries: w.entries}); err != nil {
+		return fmt.Errorf("cannot write the index: %w", err)
+	}
+	r.submodules = w.submodules
+	if r.plan.Submodules {
+		return r.checkoutSubmodules(ctx, repo, commit)
+	}
+	for _, s := range w.submodules {
+		r.logf("submodule %s (commit %s) is not checked out: its directory is left empty (set the Git context's submodules to true to check it out)", s.Path, s.Commit)
+	}
+	r.logf("checked out %d files (%s) in %s", w.files, humanBytes(w.bytes), time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // checkPath verifies that plan.Path exists in the checkout.
@@ -396,6 +556,13 @@ func (r *run) checkPath(commit plumbing.Hash) error {
 		ref = "HEAD"
 	}
 	where := fmt.Sprintf("repository %s at %s (commit %s)", r.url, ref, commit)
+	if !r.plan.Submodules {
+		for _, s := range r.submodules {
+			if rel == s.Path || strings.HasPrefix(rel, s.Path+"/") {
+				return &checkoutError{fmt.Sprintf("path %q in %s lies in submodule %s, which is not checked out: set the Git context's submodules to true, or point path outside the submodule", r.plan.Path, where, s.Path)}
+			}
+		}
+	}
 	// The agent mounts this path with subPath; resolving it inside an
 	// os.Root tells a symlink out of the checkout from a missing path.
 	root, err := os.OpenRoot(r.plan.Dest)

@@ -9,10 +9,12 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -501,4 +503,122 @@ func TestDest(t *testing.T) {
 		require.NoError(t, err)
 		assertCleanCheckout(t, p.Dest, repo.Main[4])
 	})
+}
+
+// TestStalledServer: a server that never answers the pack request, or
+// stops sending in the middle of the pack, fails the attempt after the
+// idle timeout with a message that says so; the attempt is retried like
+// any transient failure. A transfer that keeps moving is not cut off.
+func TestStalledServer(t *testing.T) {
+	repo := gittest.NewRepo(t, gittest.RepoOptions{BigFileSize: 1 << 20})
+	cases := []struct {
+		name    string
+		opts    gittest.HTTPOptions
+		wantLog string
+		wantErr string
+	}{
+		{name: "never answers once", opts: gittest.HTTPOptions{Stall: true, StallCount: 1}, wantLog: "sent no data for 2s (the server stalled)"},
+		{name: "stalls mid-pack once", opts: gittest.HTTPOptions{Stall: true, StallAfter: 64 << 10, StallCount: 1}, wantLog: "sent no data for 2s (the server stalled)"},
+		{name: "stalls mid-pack every time", opts: gittest.HTTPOptions{Stall: true, StallAfter: 64 << 10}, wantErr: "sent no data for 2s (the server stalled)"},
+		// 1 MiB in 16 KiB pieces 40 ms apart: about 2.6 s in all, more
+		// than the idle timeout, and never idle for long.
+		{name: "slow but steady", opts: gittest.HTTPOptions{Trickle: 40 * time.Millisecond}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := gittest.NewHTTPServer(t, repo.Root, tc.opts)
+			h := newHarness(t)
+			h.opts.IdleTimeout = 2 * time.Second
+			h.opts.RetryBudget = 3 * time.Second
+			p := h.plan(srv.URL+"/repo.git", "main", 1)
+			start := time.Now()
+			res, err := h.run(p)
+			t.Logf("%s: %v", time.Since(start), err)
+			assert.Less(t, time.Since(start), 20*time.Second, "a stalled server does not hang git-init")
+			if tc.opts.Trickle > 0 {
+				require.NoError(t, err, h.log.String())
+				assert.NotContains(t, h.log.String(), "retrying")
+				assert.Greater(t, time.Since(start), h.opts.IdleTimeout, "the transfer took longer than the idle timeout")
+				assertCleanCheckout(t, p.Dest, repo.Main[4])
+				return
+			}
+			assert.GreaterOrEqual(t, srv.Stalls.Load(), int32(1))
+			if tc.wantErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), "gave up after")
+				assert.Contains(t, err.Error(), tc.wantErr)
+				return
+			}
+			require.NoError(t, err, h.log.String())
+			assert.Contains(t, h.log.String(), "transient error, retrying")
+			assert.Contains(t, h.log.String(), tc.wantLog)
+			assertCleanCheckout(t, p.Dest, repo.Main[4])
+			assert.Equal(t, repo.Main[4], res.Commit)
+		})
+	}
+}
+
+// TestDestThroughSymlink: a dest that passes through a symlink (say, one
+// checked out by an earlier Git context) is refused, and nothing is
+// written or deleted where the symlink leads.
+func TestDestThroughSymlink(t *testing.T) {
+	repo := gittest.NewRepo(t, gittest.RepoOptions{})
+	srv := gittest.NewHTTPServer(t, repo.Root, gittest.HTTPOptions{})
+	h := newHarness(t)
+	elsewhere := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(elsewhere, "victim", ".git"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(elsewhere, "victim", "data.txt"), []byte("keep"), 0o644))
+	require.NoError(t, os.MkdirAll(filepath.Join(h.root, "first"), 0o755))
+	require.NoError(t, os.Symlink(elsewhere, filepath.Join(h.root, "first", "vendor")))
+	p := h.plan(srv.URL+"/repo.git", "main", 1)
+	p.Dest = filepath.Join(h.root, "first", "vendor", "victim")
+	_, err := h.run(p)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "dest "+p.Dest+" passes through the symlink "+filepath.Join(h.root, "first", "vendor"))
+	b, err := os.ReadFile(filepath.Join(elsewhere, "victim", "data.txt"))
+	require.NoError(t, err, "the directory the symlink leads to is untouched")
+	assert.Equal(t, "keep", string(b))
+	_, err = os.Stat(filepath.Join(elsewhere, "victim", "README.md"))
+	assert.True(t, os.IsNotExist(err), "nothing cloned outside the root")
+}
+
+// TestStalledSSHServer: an SSH server that accepts the connection and then
+// says nothing fails the attempt after the idle timeout, retried as a
+// transient error, instead of hanging git-init.
+func TestStalledSSHServer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	h := newHarness(t)
+	h.opts.IdleTimeout = time.Second
+	h.opts.RetryBudget = 2 * time.Second
+	p := h.plan("ssh://git@"+l.Addr().String()+"/repo.git", "main", 1)
+	p.CredentialsDir = h.secret(map[string]string{"password": "pw", "insecure-ignore-host-key": "true"})
+	start := time.Now()
+	_, err = h.run(p)
+	require.Error(t, err)
+	t.Log(err)
+	assert.Less(t, time.Since(start), 10*time.Second)
+	assert.Contains(t, err.Error(), "gave up after")
+	assert.Contains(t, err.Error(), "sent no data for 1s (the server stalled)")
 }

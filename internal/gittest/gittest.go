@@ -16,6 +16,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/cgi"
@@ -179,12 +180,25 @@ type HTTPOptions struct {
 	// TLS serves HTTPS with a self-signed certificate, valid for 127.0.0.1
 	// only; see HTTPServer.CertFile.
 	TLS bool
+	// Stall makes the first StallCount pack responses (git-upload-pack;
+	// 0: all) stop after StallAfter bytes of body (0: before the response
+	// headers) and hang until the client goes away, like a server that
+	// stalls mid-pack or never answers.
+	Stall      bool
+	StallAfter int
+	StallCount int32
+	// Trickle sends pack responses in pieces of 16 KiB with this pause
+	// before each: a slow but steady server.
+	Trickle time.Duration
 }
 
 // HTTPServer is git http-backend served over HTTP.
 type HTTPServer struct {
 	*httptest.Server
 	Requests atomic.Int32
+	// Stalls counts the responses that stalled.
+	Stalls atomic.Int32
+	stop   chan struct{} // closed when the server closes
 	// CertFile is the PEM certificate of a TLS server, for SSL_CERT_FILE.
 	CertFile string
 }
@@ -197,13 +211,20 @@ func NewHTTPServer(tb testing.TB, root string, opts HTTPOptions) *HTTPServer {
 		// outlives the server.
 		s, err := startHTTPServer(root, opts, tb.TempDir())
 		require.NoError(tb, err)
-		tb.Cleanup(s.Close)
+		tb.Cleanup(s.closeNow)
 		return s
 	}
 	s, err := StartHTTPServer(root, opts)
 	require.NoError(tb, err)
-	tb.Cleanup(s.Close)
+	tb.Cleanup(s.closeNow)
 	return s
+}
+
+// closeNow closes the server without waiting for stalled responses.
+func (s *HTTPServer) closeNow() {
+	close(s.stop)
+	s.CloseClientConnections()
+	s.Close()
 }
 
 // StartHTTPServer serves every repository below root until Close. TLS
@@ -235,8 +256,9 @@ func startHTTPServer(root string, opts HTTPOptions, certDir string) (*HTTPServer
 		env = append(env, fmt.Sprintf("GIT_CONFIG_KEY_%d=%s", i, kv[0]), fmt.Sprintf("GIT_CONFIG_VALUE_%d=%s", i, kv[1]))
 	}
 	backend := &cgi.Handler{Path: gitPath, Args: []string{"http-backend"}, Env: env}
-	s := &HTTPServer{}
+	s := &HTTPServer{stop: make(chan struct{})}
 	failed := atomic.Int32{}
+	stalled := atomic.Int32{}
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.Requests.Add(1)
 		if failed.Load() < opts.FailFirst {
@@ -251,6 +273,26 @@ func startHTTPServer(root string, opts HTTPOptions, certDir string) (*HTTPServer
 				http.Error(w, "authentication required", http.StatusUnauthorized)
 				return
 			}
+		}
+		if opts.Stall && strings.HasSuffix(r.URL.Path, "/git-upload-pack") && (opts.StallCount == 0 || stalled.Add(1) <= opts.StallCount) {
+			s.Stalls.Add(1)
+			if opts.StallAfter == 0 {
+				// Reading the request to its end lets the server notice
+				// when the client hangs up.
+				_, _ = io.Copy(io.Discard, r.Body)
+				select {
+				case <-r.Context().Done():
+				case <-s.stop:
+				}
+				return
+			}
+			sw := &stallWriter{ResponseWriter: w, left: opts.StallAfter, done: r.Context().Done(), stop: s.stop}
+			backend.ServeHTTP(sw, r)
+			return
+		}
+		if opts.Trickle > 0 && strings.HasSuffix(r.URL.Path, "/git-upload-pack") {
+			backend.ServeHTTP(&trickleWriter{ResponseWriter: w, pause: opts.Trickle}, r)
+			return
 		}
 		backend.ServeHTTP(w, r)
 	})
@@ -281,4 +323,70 @@ func ClosedPort(tb testing.TB) string {
 	addr := l.Addr().String()
 	require.NoError(tb, l.Close())
 	return addr
+}
+
+// stallWriter passes on left bytes of body, then blocks until done.
+type stallWriter struct {
+	http.ResponseWriter
+	left int
+	done <-chan struct{}
+	stop <-chan struct{}
+}
+
+func (w *stallWriter) wait() {
+	select {
+	case <-w.done:
+	case <-w.stop:
+	}
+}
+
+func (w *stallWriter) Write(p []byte) (int, error) {
+	if w.left <= 0 {
+		w.wait()
+		return 0, errors.New("client gave up")
+	}
+	if len(p) > w.left {
+		n, err := w.ResponseWriter.Write(p[:w.left])
+		w.left = 0
+		if f, ok := w.ResponseWriter.(http.Flusher); ok {
+			f.Flush()
+		}
+		if err != nil {
+			return n, err
+		}
+		w.wait()
+		return n, errors.New("client gave up")
+	}
+	w.left -= len(p)
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *stallWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// trickleWriter writes in small pieces with a pause before each.
+type trickleWriter struct {
+	http.ResponseWriter
+	pause time.Duration
+}
+
+func (w *trickleWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), 16<<10)
+		time.Sleep(w.pause)
+		m, err := w.ResponseWriter.Write(p[:k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		if f, ok := w.ResponseWriter.(http.Flusher); ok {
+			f.Flush()
+		}
+		p = p[k:]
+	}
+	return n, nil
 }

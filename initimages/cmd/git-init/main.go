@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -43,6 +44,14 @@ func run() int {
 	}
 
 	initutil.SetGroupUmask()
+	gitinit.SetRuntimeMemoryLimit(opts.MemoryLimit)
+	if os.Getenv("GOGC") == "" {
+		// Most of git-init's heap is object content that is garbage soon
+		// after it is hashed or written: collecting more often lowers the
+		// peak (for a 64 MiB file stored as a delta, from 295 to 248 MiB in
+		// the benchmark) at no measurable cost in time.
+		debug.SetGCPercent(25)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 

@@ -145,3 +145,40 @@ func TestBinary(t *testing.T) {
 		assert.Contains(t, r.Result.Error, contract.GitPlanEnv)
 	})
 }
+
+// TestSIGTERM: the kubelet's SIGTERM stops a clone at once, with a
+// termination message, and leaves no partial checkout.
+func TestSIGTERM(t *testing.T) {
+	sandbox := proctest.Sandbox(t)
+	bin := proctest.Build(t, ".", sandbox, "git-init")
+	termLog := proctest.TerminationLog(t, sandbox)
+	repo := gittest.NewRepo(t, gittest.RepoOptions{BigFileSize: 4 << 20})
+	// 4 MiB in 16 KiB pieces 50 ms apart: about 13 s if left alone.
+	srv := gittest.NewHTTPServer(t, repo.Root, gittest.HTTPOptions{Trickle: 50 * time.Millisecond})
+	ws := proctest.Volume(t, filepath.Join(sandbox, "workspace"))
+	dest := filepath.Join(ws, "src")
+	plan, err := json.Marshal(contract.GitPlan{Version: contract.Version, Repository: srv.URL + "/repo.git", Depth: 1, Dest: dest, Description: `Git context "src"`})
+	require.NoError(t, err)
+	cmd := exec.Command(bin)
+	cmd.Env = []string{contract.GitPlanEnv + "=" + string(plan), "KUBEOPENCODE_ALLOWED_ROOTS=" + ws, "KUBEOPENCODE_TERMINATION_MESSAGE_PATH=" + termLog}
+	if proctest.AsPod() {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: proctest.PodID, Gid: proctest.PodID, Groups: []uint32{proctest.PodID}}}
+	}
+	require.NoError(t, cmd.Start())
+	time.Sleep(1500 * time.Millisecond)
+	start := time.Now()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	err = cmd.Wait()
+	assert.Less(t, time.Since(start), 2*time.Second, "git-init stops promptly on SIGTERM")
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee)
+	assert.Equal(t, 1, ee.ExitCode())
+	raw, err := os.ReadFile(termLog)
+	require.NoError(t, err)
+	var res contract.Result
+	require.NoError(t, json.Unmarshal(raw, &res), "%s", raw)
+	assert.Contains(t, res.Error, `Git context "src": `)
+	assert.Contains(t, res.Error, "stopped before the clone of "+srv.URL+"/repo.git was complete (terminated signal received)")
+	entries, _ := os.ReadDir(dest)
+	assert.Empty(t, entries, "no partial checkout is left behind")
+}

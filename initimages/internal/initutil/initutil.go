@@ -4,6 +4,7 @@
 package initutil
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -37,11 +38,21 @@ func EnvOr(name, def string) string {
 	return def
 }
 
-// OneLine flattens a message to a single line of bounded length.
+// OneLine flattens a message to a single line of bounded length. Control
+// characters (a NUL from a file name, say) are shown escaped, and a message
+// that is too long loses its middle rather than its end, where the reason
+// usually is.
 func OneLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 && r != '\t' && r != '\n' && r != '\r' || r == 0x7f {
+			return '\uFFFD'
+		}
+		return r
+	}, s)
 	s = strings.Join(strings.Fields(s), " ")
 	if len(s) > maxMessage {
-		s = s[:maxMessage] + "…"
+		head, tail := s[:maxMessage*2/3], s[len(s)-maxMessage/3:]
+		s = strings.ToValidUTF8(head, "") + " … " + strings.ToValidUTF8(tail, "")
 	}
 	return s
 }
@@ -51,11 +62,14 @@ func OneLine(s string) string {
 // of the binary's work.
 func WriteResult(path string, r contract.Result) error {
 	r.Error = OneLine(r.Error)
-	data, err := json.Marshal(r)
-	if err != nil {
+	// No HTML escaping: "<" as \u003c would grow the line past the limit.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(r); err != nil {
 		return err
 	}
-	data = append(data, '\n')
+	data := buf.Bytes()
 	// O_TRUNC without O_CREATE first: /dev/termination-log is created by the
 	// kubelet and the root filesystem is read-only, so creating is only for
 	// local runs and tests.

@@ -26,6 +26,19 @@ func TestWriteResultIsOneBoundedLine(t *testing.T) {
 	require.NoError(t, json.Unmarshal(b, &r), "the message stays valid JSON")
 	assert.True(t, strings.HasPrefix(r.Error, "first line second line xxx"), r.Error)
 
+	// A NUL from a file name is shown, not passed on; a very long
+	// message keeps its end, where the reason is.
+	withReason := "cannot write \"a\x00b/" + strings.Repeat("<deep>/", 2000) + "f\": file name too long"
+	require.NoError(t, WriteResult(p, contract.Result{Error: withReason}))
+	b, err = os.ReadFile(p)
+	require.NoError(t, err)
+	assert.Less(t, len(b), 4096)
+	assert.NotContains(t, string(b), "\x00")
+	assert.NotContains(t, string(b), `\u0000`)
+	require.NoError(t, json.Unmarshal(b, &r))
+	assert.True(t, strings.HasSuffix(r.Error, "file name too long"), r.Error)
+	assert.Contains(t, r.Error, "a\uFFFDb/<deep>")
+
 	// A shorter second result replaces the first entirely.
 	require.NoError(t, WriteResult(p, contract.Result{Commit: "abc"}))
 	b, err = os.ReadFile(p)

@@ -142,7 +142,7 @@ func repositories(pod *corev1.Pod) []v1alpha1.RepositoryStatus {
 		}
 		var r contract.Result
 		if json.Unmarshal([]byte(strings.TrimSpace(t.Message)), &r) == nil && r.Commit != "" {
-			out = append(out, v1alpha1.RepositoryStatus{Repository: r.Repository, Commit: r.Commit, MountPath: gitMountPath(pod, s.Name)})
+			out = append(out, v1alpha1.RepositoryStatus{Repository: r.Repository, Commit: r.Commit, MountPath: gitMountPath(pod, s.Name), SubmodulesLeftOut: r.SubmodulesLeftOut})
 		}
 	}
 	return out

@@ -380,6 +380,7 @@ func (b *builder) addGit(c *v1alpha1.ContextItem, where, abs string) error {
 		Ref:         g.Ref,
 		Depth:       1,
 		Path:        g.Path,
+		Submodules:  g.Submodules,
 		Description: fmt.Sprintf("Git context %q (%s)", orDefault(c.Name, repoName(g.Repository)), g.Repository),
 	}
 	if g.Depth != nil {

@@ -197,12 +197,14 @@ func TestGitPlacement(t *testing.T) {
 	p := gitPlan(t, inits[1])
 	assert.Equal(t, "/kubeopencode/workspace/repo", p.Dest, "a whole checkout inside the workspace is cloned in place")
 	assert.Equal(t, 1, p.Depth)
+	assert.False(t, p.Submodules, "submodules are checked out only when asked for")
 	assert.Len(t, agentContainer(out).VolumeMounts, 1)
 
 	c := gitCtx("git@git.example:org/repo.git", "docs", "docs/api")
 	c.Git.Ref = "v1.2.0"
 	c.Git.Depth = ptr.To[int32](0)
 	c.Git.SecretRef = &v1alpha1.LocalSecretReference{Name: "git-ssh"}
+	c.Git.Submodules = true
 	out = build(t, input(makeTask("t").context(c).obj(), makeAgent().obj()))
 	inits = out.Job.Spec.Template.Spec.InitContainers
 	p = gitPlan(t, inits[1])
@@ -210,6 +212,7 @@ func TestGitPlacement(t *testing.T) {
 	assert.Equal(t, "docs/api", p.Path)
 	assert.Equal(t, "v1.2.0", p.Ref)
 	assert.Equal(t, 0, p.Depth, "depth 0 means the full history")
+	assert.True(t, p.Submodules)
 	assert.Equal(t, contract.CredentialsMount, p.CredentialsDir)
 	m := mountAt(agentContainer(out), "/workspace/docs")
 	require.NotNil(t, m)
