@@ -39,24 +39,45 @@ func (s *packStorage) PackfileWriter() (io.WriteCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &packWriter{s: s, f: f}, nil
+	pr, pw := io.Pipe()
+	w := &packWriter{s: s, f: f, pw: pw, scanned: make(chan packScan, 1)}
+	// The first pass over the pack runs while it arrives.
+	go func() {
+		res := scanPack(packfile.NewScanner(pr))
+		// Take the rest, so that the download goes on whatever happened;
+		// Close reports the error.
+		_, _ = io.Copy(io.Discard, pr)
+		w.scanned <- res
+	}()
+	return w, nil
 }
 
-// packWriter stores the pack as it arrives and indexes it when closed.
+// packWriter stores the pack as it arrives, hashes its whole objects on
+// the way and completes the index when closed.
 type packWriter struct {
-	s *packStorage
-	f *os.File
-	n int64
+	s       *packStorage
+	f       *os.File
+	n       int64
+	pw      *io.PipeWriter
+	scanned chan packScan
 }
 
 func (w *packWriter) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	w.n += int64(n)
-	return n, err
+	if err != nil {
+		return n, err
+	}
+	if _, err := w.pw.Write(p[:n]); err != nil {
+		return n, err
+	}
+	return n, nil
 }
 
 func (w *packWriter) Close() (err error) {
 	tmp := w.f.Name()
+	w.pw.Close()
+	scan := <-w.scanned
 	defer func() {
 		if err != nil {
 			_ = os.Remove(tmp)
@@ -66,11 +87,7 @@ func (w *packWriter) Close() (err error) {
 		w.f.Close()
 		return os.Remove(tmp)
 	}
-	if _, err := w.f.Seek(0, io.SeekStart); err != nil {
-		w.f.Close()
-		return err
-	}
-	idx, sum, err := indexPack(w.f)
+	idx, sum, err := indexPack(w.f, scan)
 	if cerr := w.f.Close(); err == nil {
 		err = cerr
 	}
@@ -109,95 +126,112 @@ type packObject struct {
 
 var errThinPack = errors.New("pack has deltas against objects named by hash")
 
-// indexPack builds the index of the pack in f.
-func indexPack(f *os.File) (*idxfile.MemoryIndex, plumbing.Hash, error) {
-	idx, sum, err := indexOwn(f)
-	if !errors.Is(err, errThinPack) {
-		return idx, sum, err
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, sum, err
-	}
-	w := new(idxfile.Writer)
-	p, err := packfile.NewParser(packfile.NewScanner(f), w)
-	if err != nil {
-		return nil, sum, err
-	}
-	if sum, err = p.Parse(); err != nil {
-		return nil, sum, err
-	}
-	idx, err = w.Index()
-	return idx, sum, err
+// packScan is the first pass over a pack: every object's offset and CRC,
+// the ids of whole objects, the delta tree.
+type packScan struct {
+	count uint32
+	objs  []packObject
+	kids  map[int64][]int // base offset -> deltas on it (indexes into objs)
+	sum   plumbing.Hash
+	err   error
 }
 
-func indexOwn(f *os.File) (*idxfile.MemoryIndex, plumbing.Hash, error) {
-	var sum plumbing.Hash
-	sc := packfile.NewScanner(f)
-	_, count, err := sc.Header()
-	if err != nil {
-		return nil, sum, err
+func scanPack(sc *packfile.Scanner) (s packScan) {
+	_, s.count, s.err = sc.Header()
+	if s.err != nil {
+		return s
 	}
-	objs := make([]packObject, 0, min(count, 1<<16))
-	byOff := make(map[int64]int, min(count, 1<<16))
-	kids := map[int64][]int{}
-	for range count {
+	s.objs = make([]packObject, 0, min(s.count, 1<<16))
+	byOff := make(map[int64]int, min(s.count, 1<<16))
+	s.kids = map[int64][]int{}
+	for range s.count {
 		oh, err := sc.NextObjectHeader()
 		if err != nil {
-			return nil, sum, err
+			s.err = err
+			return s
 		}
 		o := packObject{off: oh.Offset, typ: oh.Type}
 		switch oh.Type {
 		case plumbing.REFDeltaObject:
-			return nil, sum, errThinPack
+			s.err = errThinPack
+			return s
 		case plumbing.OFSDeltaObject:
 			o.delta, o.parent = true, oh.OffsetReference
 			if _, ok := byOff[o.parent]; !ok {
-				return nil, sum, fmt.Errorf("delta at offset %d: no object at its base offset %d", o.off, o.parent)
+				s.err = fmt.Errorf("delta at offset %d: no object at its base offset %d", o.off, o.parent)
+				return s
 			}
-			if _, o.crc, err = sc.NextObject(io.Discard); err != nil {
-				return nil, sum, err
-			}
-			kids[o.parent] = append(kids[o.parent], len(objs))
+			_, o.crc, err = sc.NextObject(io.Discard)
+			s.kids[o.parent] = append(s.kids[o.parent], len(s.objs))
 		case plumbing.BlobObject, plumbing.TreeObject, plumbing.CommitObject, plumbing.TagObject:
 			h := plumbing.NewHasher(oh.Type, oh.Length)
-			if _, o.crc, err = sc.NextObject(h); err != nil {
-				return nil, sum, err
-			}
+			_, o.crc, err = sc.NextObject(h)
 			o.hash = h.Sum()
 		default:
-			return nil, sum, fmt.Errorf("object at offset %d has type %v", oh.Offset, oh.Type)
+			err = fmt.Errorf("object at offset %d has type %v", oh.Offset, oh.Type)
 		}
-		byOff[o.off] = len(objs)
-		objs = append(objs, o)
+		if err != nil {
+			s.err = err
+			return s
+		}
+		byOff[o.off] = len(s.objs)
+		s.objs = append(s.objs, o)
 	}
-	if sum, err = sc.Checksum(); err != nil {
-		return nil, sum, err
+	s.sum, s.err = sc.Checksum()
+	return s
+}
+
+// indexPack builds the index of the pack in f from the first pass over it.
+func indexPack(f *os.File, scan packScan) (*idxfile.MemoryIndex, plumbing.Hash, error) {
+	if errors.Is(scan.err, errThinPack) {
+		return parserIndex(f)
 	}
-	ix := &indexer{sc: sc, objs: objs, kids: kids}
-	for i := range objs {
-		o := objs[i]
-		if o.delta || len(kids[o.off]) == 0 {
+	if scan.err != nil {
+		return nil, scan.sum, scan.err
+	}
+	ix := &indexer{sc: packfile.NewScanner(f), objs: scan.objs, kids: scan.kids}
+	for i := range ix.objs {
+		o := ix.objs[i]
+		if o.delta || len(ix.kids[o.off]) == 0 {
 			continue
 		}
 		data, err := ix.read(o.off)
 		if err != nil {
-			return nil, sum, err
+			return nil, scan.sum, err
 		}
-		if err := ix.resolve(o.typ, data, kids[o.off], 1); err != nil {
-			return nil, sum, err
+		if err := ix.resolve(o.typ, data, ix.kids[o.off], 1); err != nil {
+			return nil, scan.sum, err
 		}
 	}
 	w := new(idxfile.Writer)
-	if err := w.OnHeader(count); err != nil {
-		return nil, sum, err
+	if err := w.OnHeader(scan.count); err != nil {
+		return nil, scan.sum, err
 	}
-	for _, o := range objs {
+	for _, o := range ix.objs {
 		if o.hash.IsZero() {
-			return nil, sum, fmt.Errorf("delta at offset %d has no base in the pack", o.off)
+			return nil, scan.sum, fmt.Errorf("delta at offset %d has no base in the pack", o.off)
 		}
 		w.Add(o.hash, uint64(o.off), o.crc)
 	}
-	if err := w.OnFooter(sum); err != nil {
+	if err := w.OnFooter(scan.sum); err != nil {
+		return nil, scan.sum, err
+	}
+	idx, err := w.Index()
+	return idx, scan.sum, err
+}
+
+// parserIndex indexes the pack in f with go-git's parser.
+func parserIndex(f *os.File) (*idxfile.MemoryIndex, plumbing.Hash, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, plumbing.ZeroHash, err
+	}
+	w := new(idxfile.Writer)
+	p, err := packfile.NewParser(packfile.NewScanner(f), w)
+	if err != nil {
+		return nil, plumbing.ZeroHash, err
+	}
+	sum, err := p.Parse()
+	if err != nil {
 		return nil, sum, err
 	}
 	idx, err := w.Index()
