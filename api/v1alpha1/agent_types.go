@@ -34,6 +34,7 @@ type Agent struct {
 }
 
 // AgentSpec is how Tasks run.
+// +kubebuilder:validation:XValidation:rule="!has(self.env) || !has(self.credentials) || self.env.all(e, !self.credentials.exists(c, has(c.env) && c.env == e.name))",message="a variable in env is also a credential's env: set it in one place",fieldPath=".env",reason="FieldValueInvalid"
 type AgentSpec struct {
 	// AgentImage is the container image of the agent, for example an image
 	// with OpenCode or Claude Code and the tools the agent needs. Pin it by
@@ -71,6 +72,22 @@ type AgentSpec struct {
 	// +kubebuilder:validation:MaxItems=64
 	Contexts []ContextItem `json:"contexts,omitempty"`
 
+	// Env sets environment variables of the agent container, as a Pod's
+	// container env does: a plain value, or a value from a ConfigMap key
+	// (valueFrom.configMapKeyRef), a Secret key (valueFrom.secretKeyRef) or
+	// a pod field. Use it for configuration that is not secret, for example
+	// the model (OPENCODE_MODEL) or OpenCode's configuration
+	// (OPENCODE_CONFIG_CONTENT); give API keys as credentials. A value may
+	// refer to another variable as $(NAME). The controller's own variables
+	// (TASK_NAME, TASK_NAMESPACE, AGENT_NAME, WORKSPACE_DIR, TASK_FILE) and
+	// the credentials' variables cannot be set here.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=128
+	// +kubebuilder:validation:XValidation:rule="self.all(e, !(e.name in ['TASK_NAME', 'TASK_NAMESPACE', 'AGENT_NAME', 'WORKSPACE_DIR', 'TASK_FILE']))",message="env must not set TASK_NAME, TASK_NAMESPACE, AGENT_NAME, WORKSPACE_DIR or TASK_FILE: the controller sets them for every Task"
+	Env []corev1.EnvVar `json:"env,omitempty"`
+
 	// Credentials are Secrets given to the agent container as environment
 	// variables or files.
 	// +optional
@@ -104,10 +121,11 @@ type AgentSpec struct {
 //
 // secretRef.key + env: one environment variable.
 // secretRef.key + mountPath: one file.
+// secretRef.key + env + mountPath: both, the same value as a variable and
+// a file (for example a GitHub token for GH_TOKEN and for a tool's config).
 // no key + mountPath: a directory with one file per key.
 // no key, no env, no mountPath: every key as an environment variable.
 //
-// +kubebuilder:validation:XValidation:rule="!(has(self.env) && has(self.mountPath))",message="a credential takes env or mountPath, not both: use two credentials",fieldPath=".env",reason="FieldValueInvalid"
 // +kubebuilder:validation:XValidation:rule="!has(self.env) || has(self.secretRef.key)",message="env needs secretRef.key: name the key whose value becomes the variable, or remove env to expose every key",fieldPath=".secretRef.key",reason="FieldValueRequired"
 // +kubebuilder:validation:XValidation:rule="!has(self.secretRef.key) || has(self.env) || has(self.mountPath)",message="secretRef.key is set but neither env nor mountPath says where it goes: set one of them",fieldPath=".secretRef.key",reason="FieldValueInvalid"
 // +kubebuilder:validation:XValidation:rule="!has(self.fileMode) || has(self.mountPath)",message="fileMode applies only with mountPath: set mountPath or remove fileMode",fieldPath=".fileMode",reason="FieldValueInvalid"
@@ -122,7 +140,8 @@ type Credential struct {
 	// +required
 	SecretRef SecretKeyReference `json:"secretRef"`
 
-	// Env is the environment variable that receives secretRef.key's value.
+	// Env is the environment variable that receives secretRef.key's value
+	// (also with mountPath, which then receives the same value as a file).
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`

@@ -71,7 +71,9 @@ func TestAdmissionValidation(t *testing.T) {
 		{"workspaceDir with ..", agent + agentSpec + "  workspaceDir: /a/../b", "spec.workspaceDir", "workspaceDir must be clean"},
 		{"negative maxConcurrentTasks", agent + agentSpec + "  maxConcurrentTasks: -1", "spec.maxConcurrentTasks", "greater than or equal to 0"},
 		{"credential env without key", agent + agentSpec + "  credentials: [{name: c, secretRef: {name: s}, env: TOKEN}]", "spec.credentials[0].secretRef.key", "env needs secretRef.key"},
-		{"credential with env and mountPath", agent + agentSpec + "  credentials: [{name: c, secretRef: {name: s, key: k}, env: TOKEN, mountPath: /etc/t}]", "spec.credentials[0].env", "env or mountPath, not both"},
+		{"env setting a controller variable", agent + agentSpec + "  env: [{name: TASK_FILE, value: /tmp/x}]", "spec.env", "the controller sets them for every Task"},
+		{"env repeating a credential's variable", agent + agentSpec + "  env: [{name: TOKEN, value: x}]\n  credentials: [{name: c, secretRef: {name: s, key: k}, env: TOKEN}]", "spec.env", "set it in one place"},
+		{"env listing one name twice", agent + agentSpec + "  env: [{name: A, value: x}, {name: A, value: y}]", "spec.env[1]", "Duplicate value"},
 		{"credential key going nowhere", agent + agentSpec + "  credentials: [{name: c, secretRef: {name: s, key: k}}]", "spec.credentials[0].secretRef.key", "neither env nor mountPath says where it goes"},
 		{"credential fileMode without mountPath", agent + agentSpec + "  credentials: [{name: c, secretRef: {name: s}, fileMode: 256}]", "spec.credentials[0].fileMode", "fileMode applies only with mountPath"},
 		{"credential env that is no variable name", agent + agentSpec + "  credentials: [{name: c, secretRef: {name: s, key: k}, env: 1TOKEN}]", "spec.credentials[0].env", "should match"},
@@ -118,6 +120,15 @@ func TestAdmissionValidation(t *testing.T) {
 		ctxs, _, _ := unstructured.NestedSlice(obj.Object, "spec", "contexts")
 		depth, _, _ := unstructured.NestedInt64(ctxs[0].(map[string]any), "git", "depth")
 		assert.Equal(t, int64(1), depth, "Git depth defaults to a shallow clone")
+	})
+
+	t.Run("a credential as both a variable and a file", func(t *testing.T) {
+		// Upstream Agents give one key (a GitHub token) to GH_TOKEN and to a
+		// tool's configuration file: it must stay legal.
+		obj := &unstructured.Unstructured{}
+		require.NoError(t, yaml.Unmarshal([]byte(agent+agentSpec+"  credentials: [{name: gh, secretRef: {name: s, key: token}, env: GH_TOKEN, mountPath: /home/agent/.config/gh/token}]\n  env: [{name: OPENCODE_MODEL, value: scripted/m}, {name: FROM_MAP, valueFrom: {configMapKeyRef: {name: cfg, key: k}}}]"), &obj.Object))
+		obj.SetName("env-and-file")
+		require.NoError(t, c.Create(ctx, obj))
 	})
 
 	t.Run("generateName works", func(t *testing.T) {

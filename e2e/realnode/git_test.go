@@ -4,18 +4,14 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/kubeopencode/kubeopencode/internal/gittest"
+	"github.com/kubeopencode/kubeopencode/tools/cluster"
 )
-
-// podBridge is the bridge tools/cluster connects the node's pods to; its
-// address is the host as pods see it.
-const podBridge = "kocni0"
 
 // gitServers serve one repository to the pods, as git's own smart-HTTP
 // backend behind basic auth and as git upload-pack over SSH with public-key
@@ -89,24 +85,10 @@ func startGitServers(dir string) (*gitServers, error) {
 	return g, nil
 }
 
-// bridgeAddress is the IPv4 address of the pod bridge. The bridge exists
-// once the node has started its first pod (the controller's).
-func bridgeAddress() (string, error) {
-	ifc, err := net.InterfaceByName(podBridge)
-	if err != nil {
-		return "", fmt.Errorf("pod bridge %s: %w", podBridge, err)
-	}
-	addrs, err := ifc.Addrs()
-	if err != nil {
-		return "", err
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
-			return n.IP.String(), nil
-		}
-	}
-	return "", fmt.Errorf("pod bridge %s has no IPv4 address", podBridge)
-}
+// bridgeAddress is the IPv4 address of the pod bridge, where pods reach
+// the host. The bridge exists once the node has started its first pod (the
+// controller's).
+func bridgeAddress() (string, error) { return cluster.PodBridgeAddress() }
 
 func randomHex(n int) string {
 	b := make([]byte, n)

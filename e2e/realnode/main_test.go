@@ -34,6 +34,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
+	"github.com/kubeopencode/kubeopencode/internal/modelserver"
 	"github.com/kubeopencode/kubeopencode/tools/cluster"
 	"github.com/kubeopencode/kubeopencode/tools/deploy"
 	"github.com/kubeopencode/kubeopencode/tools/images"
@@ -51,6 +52,10 @@ var env struct {
 	echoImage string
 	images    map[string]string // image name -> pinned reference
 	git       *gitServers
+	// opencodeImage is the agent-opencode image, pinned by digest.
+	opencodeImage string
+	// model is the scripted model, served where pods reach it.
+	model *modelserver.Server
 }
 
 // Where the echo agent's binary is in its image.
@@ -116,7 +121,7 @@ func run(m *testing.M) (code int) {
 	built := make(chan buildResult, 1)
 	go func() {
 		// The real node is this machine; containerd picks the amd64 image.
-		refs, err := deploy.BuildAndPush(ctx, root, prefix, images.Platform{OS: "linux", Arch: "amd64"}, append(append([]images.Image(nil), images.All...), deploy.EchoAgentImage), io.Discard)
+		refs, err := deploy.BuildAndPush(ctx, root, prefix, images.Platform{OS: "linux", Arch: "amd64"}, append(append([]images.Image(nil), images.All...), deploy.EchoAgentImage, images.AgentOpenCode), io.Discard)
 		built <- buildResult{refs, err}
 	}()
 
@@ -149,6 +154,7 @@ func run(m *testing.M) (code int) {
 	}
 	env.images = b.refs
 	env.echoImage = b.refs[deploy.EchoAgentImage.Name]
+	env.opencodeImage = b.refs[images.AgentOpenCode.Name]
 	step("images built and pushed")
 
 	if err := deploy.InstallCRDs(ctx, env.k8s, filepath.Join(root, "manifests", "crd")); err != nil {
@@ -165,6 +171,16 @@ func run(m *testing.M) (code int) {
 	}
 	defer env.git.Close()
 	step("Git servers at %s (HTTP) and %s (SSH)", env.git.httpURL, env.git.sshAddr)
+
+	host, err := bridgeAddress()
+	if err != nil {
+		return fail("finding the pod bridge", err)
+	}
+	if env.model, err = modelserver.Start(host + ":0"); err != nil {
+		return fail("starting the scripted model", err)
+	}
+	defer env.model.Close()
+	step("scripted model at %s", env.model.URL)
 
 	code = m.Run()
 	if code != 0 {

@@ -24,6 +24,8 @@ step() {
 
 step "tools/bazel/go_repositories.bzl lists the modules of go.mod" \
 	go run ./tools/bazel/bzlsync repo-config -check
+step "tools/bazel/agent_inputs.*: the agent image's inputs as tools/images pins them" \
+	go run ./tools/bazel/agentinputs -check
 step "gazelle: BUILD.bazel files match the Go sources" \
 	tool gazelle -mode=diff
 step "MODULE.bazel: use_repo(go_deps) lists what BUILD files use" \

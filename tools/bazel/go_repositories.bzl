@@ -324,6 +324,10 @@ def go_repositories():
         importpath = "github.com/tidwall/sjson",
     )
     go_repository(
+        name = "com_github_ulikunitz_xz",
+        importpath = "github.com/ulikunitz/xz",
+    )
+    go_repository(
         name = "com_github_x448_float16",
         importpath = "github.com/x448/float16",
     )

@@ -9,6 +9,7 @@ tool() { go tool -modfile=tools/devtools/go.mod "$@"; }
 
 
 go run ./tools/bazel/bzlsync repo-config
+go run ./tools/bazel/agentinputs
 tool gazelle
 go run ./tools/bazel/bzlsync use-repo
 tool buildifier -r -mode=fix -lint=fix .

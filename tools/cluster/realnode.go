@@ -83,6 +83,57 @@ func RealNodeSupported() (ok bool, missing []string) {
 	return len(missing) == 0, missing
 }
 
+// PodBridge is the Linux bridge the real node's pods are attached to.
+const PodBridge = "kocni0"
+
+// PodBridgeAddress is the host's IPv4 address on the pod bridge: where pods
+// reach a server on this host (they cannot reach its 127.0.0.1). The bridge
+// exists once the node has started its first pod.
+func PodBridgeAddress() (string, error) {
+	ifc, err := net.InterfaceByName(PodBridge)
+	if err != nil {
+		return "", fmt.Errorf("pod bridge %s: %w", PodBridge, err)
+	}
+	addrs, err := ifc.Addrs()
+	if err != nil {
+		return "", err
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
+			return n.IP.String(), nil
+		}
+	}
+	return "", fmt.Errorf("pod bridge %s has no IPv4 address", PodBridge)
+}
+
+// RealNodePackages lists the Debian packages that would give this host
+// what a real node needs and it lacks, each once, in a fixed order.
+func RealNodePackages() []string {
+	seen := map[string]bool{}
+	var pkgs []string
+	add := func(pkg string) {
+		if !seen[pkg] {
+			seen[pkg] = true
+			pkgs = append(pkgs, pkg)
+		}
+	}
+	for _, t := range hostTools {
+		var err error
+		if filepath.IsAbs(t.path) {
+			_, err = os.Stat(t.path)
+		} else {
+			_, err = exec.LookPath(t.path)
+		}
+		if err != nil {
+			add(t.pkg)
+		}
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		add("iproute2")
+	}
+	return pkgs
+}
+
 // checkRealNodeHost says what the host lacks to run a real node.
 func checkRealNodeHost() error {
 	if ok, missing := RealNodeSupported(); !ok {
@@ -505,7 +556,7 @@ func cniConfig(ipamDir string) []byte {
 		"plugins": []any{
 			map[string]any{
 				"type":        "bridge",
-				"bridge":      "kocni0",
+				"bridge":      PodBridge,
 				"isGateway":   true,
 				"hairpinMode": true,
 				"ipam": map[string]any{

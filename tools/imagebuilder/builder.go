@@ -39,6 +39,9 @@ type Builder struct {
 	Platforms []images.Platform
 	// Base provides the base image per platform.
 	Base BaseSource
+	// Fetcher gets the pinned inputs of agent images; a Fetcher with the
+	// default cache when nil.
+	Fetcher Inputs
 	// MainPackages overrides the Go main package of an image by image name,
 	// for building an image from another package than images.Image.MainPackage.
 	MainPackages map[string]string
@@ -100,6 +103,11 @@ func (b *Builder) buildPlatform(ctx context.Context, img images.Image, p images.
 	base, err := b.Base.Image(ctx, p)
 	if err != nil {
 		return nil, fmt.Errorf("image %s (%s): %w", img.Name, p, err)
+	}
+	if img.Agent {
+		if base, err = b.appendAgentLayers(ctx, base, p); err != nil {
+			return nil, fmt.Errorf("image %s (%s): %w", img.Name, p, err)
+		}
 	}
 	bin, err := b.goBuild(ctx, b.MainPackage(img), p)
 	if err != nil {

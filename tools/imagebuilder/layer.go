@@ -3,6 +3,7 @@ package imagebuilder
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"fmt"
 	"io"
 	"path"
@@ -20,11 +21,11 @@ import (
 // machine (its umask, its users, its clock) leaks into an image.
 type entry struct {
 	Path     string // relative, without a leading slash
-	Type     byte   // tar.TypeReg, tar.TypeDir or tar.TypeSymlink
+	Type     byte   // tar.TypeReg, tar.TypeDir, tar.TypeSymlink or tar.TypeLink
 	Mode     int64  // permission bits, including the sticky bit (01000)
 	UID, GID int
 	Data     []byte // regular files only
-	Link     string // symbolic links only
+	Link     string // links only
 }
 
 func dir(p string, mode int64) entry { return entry{Path: p, Type: tar.TypeDir, Mode: mode} }
@@ -67,6 +68,12 @@ func layerTar(entries []entry, epoch time.Time) ([]byte, error) {
 			hdr.Size = int64(len(e.Data))
 		case tar.TypeSymlink:
 			hdr.Linkname = e.Link
+		case tar.TypeLink:
+			// A hard link must follow its target in the stream.
+			if !seen[e.Link] {
+				return nil, fmt.Errorf("layer entry %q: hard link to %q, which sorts after it or is missing", e.Path, e.Link)
+			}
+			hdr.Linkname = e.Link
 		default:
 			return nil, fmt.Errorf("layer entry %q: unsupported type %q", e.Path, e.Type)
 		}
@@ -89,13 +96,20 @@ func layerTar(entries []entry, epoch time.Time) ([]byte, error) {
 // writes gzip streams without a name or timestamp in the header, so equal
 // tar bytes give equal layer digests.
 func newLayer(entries []entry, epoch time.Time) (v1.Layer, error) {
+	return newLayerLevel(entries, epoch, gzip.DefaultCompression)
+}
+
+// newLayerLevel is newLayer with a gzip level. The agent image's large
+// layers use gzip.BestSpeed: they compress a few percent worse and several
+// times faster. The level is part of what fixes the digest.
+func newLayerLevel(entries []entry, epoch time.Time, level int) (v1.Layer, error) {
 	data, err := layerTar(entries, epoch)
 	if err != nil {
 		return nil, err
 	}
 	return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(data)), nil
-	}, tarball.WithMediaType(types.OCILayer), tarball.WithCompressedCaching)
+	}, tarball.WithMediaType(types.OCILayer), tarball.WithCompressedCaching, tarball.WithCompressionLevel(level))
 }
 
 // parents returns directory entries for every ancestor of p, owned by root

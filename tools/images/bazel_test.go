@@ -222,7 +222,54 @@ func TestBazelImagesMatchDefinitions(t *testing.T) {
 		_, err := images.ByName(strings.TrimSuffix(name, "_image"))
 		assert.NoError(t, err, "BUILD.bazel: oci_image %s has no definition in tools/images", name)
 	}
-	assert.Len(t, indexes, len(images.All))
+	assert.Len(t, indexes, len(images.Buildable()))
+}
+
+// TestBazelAgentImageMatchesDefinition: the agent image's Bazel target has
+// the launcher, entrypoint, user, environment, labels and platforms of
+// tools/images. (Its pinned inputs are generated from tools/images by
+// tools/bazel/agentinputs, which tools/bazel/check.sh runs with -check.)
+func TestBazelAgentImageMatchesDefinition(t *testing.T) {
+	root := parse(t, "BUILD.bazel")
+	img := images.AgentOpenCode
+	image := root.rules("oci_image")[img.Name+"_image"]
+	require.NotNil(t, image, "BUILD.bazel: no oci_image %s_image", img.Name)
+	assert.Equal(t, "@"+images.DistrolessStatic.BazelRepo, root.attr(image, "base"))
+	assert.Equal(t, img.Entrypoint(), strs(root.attr(image, "entrypoint")))
+	assert.Equal(t, images.User, root.attr(image, "user"))
+	want := map[string]any{}
+	for _, e := range images.AgentEnv {
+		k, v, _ := strings.Cut(e, "=")
+		want[k] = v
+	}
+	assert.Equal(t, want, root.attr(image, "env"))
+
+	layer := root.rules("pkg_tar")[img.Name+"_layer"]
+	require.NotNil(t, layer)
+	assert.Equal(t, []string{"//" + packageDir(img)}, strs(root.attr(layer, "srcs")))
+	assert.Equal(t, images.BinaryDir, root.attr(layer, "package_dir"))
+
+	lbl := root.rules("expand_template")[img.Name+"_labels"]
+	require.NotNil(t, lbl)
+	got := map[string]string{}
+	for _, line := range strs(root.attr(lbl, "template")) {
+		k, v, _ := strings.Cut(line, "=")
+		got[k] = v
+	}
+	assert.Equal(t, img.Labels("0.0.0-dev", "unknown-revision"), got)
+
+	index := root.rules("oci_image_index")[img.Name+"_index"]
+	require.NotNil(t, index)
+	var wantPlatforms []string
+	for _, p := range images.Platforms {
+		wantPlatforms = append(wantPlatforms, p.BazelPlatform())
+		assert.Contains(t, images.OpenCodeNPM, p.Arch, "OpenCode is pinned for %s", p)
+		assert.NotEmpty(t, images.AgentDebianPackages[p.Arch], "Debian packages are pinned for %s", p)
+	}
+	assert.Equal(t, wantPlatforms, strs(root.attr(index, "platforms")))
+	push := root.rules("oci_push")[img.Name+"_push"]
+	require.NotNil(t, push)
+	assert.True(t, strings.HasSuffix(fmt.Sprint(root.attr(push, "repository")), "/"+img.Name))
 }
 
 func TestBazelBinariesArePureStaticAndStamped(t *testing.T) {

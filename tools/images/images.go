@@ -99,6 +99,9 @@ type Image struct {
 	// ControllerFlag is the controller flag that receives this image's
 	// digest-pinned reference; empty for the controller itself.
 	ControllerFlag string
+	// Agent marks an agent image: besides its Go binary it carries the
+	// pinned OpenCode binary and Debian packages of agent.go.
+	Agent bool
 }
 
 // The three images.
@@ -125,9 +128,16 @@ var (
 // All lists every image in a fixed order.
 var All = []Image{Controller, GitInit, ContextInit}
 
+// Agents lists the agent images, which Tasks run rather than the
+// controller; they are built and published with the others.
+var Agents = []Image{AgentOpenCode}
+
+// Buildable lists every image the builders build: All, then Agents.
+func Buildable() []Image { return append(append([]Image(nil), All...), Agents...) }
+
 // ByName returns the image with the given short name.
 func ByName(name string) (Image, error) {
-	for _, img := range All {
+	for _, img := range Buildable() {
 		if img.Name == name {
 			return img, nil
 		}
@@ -137,8 +147,8 @@ func ByName(name string) (Image, error) {
 
 // Names returns the short names of all images, sorted.
 func Names() []string {
-	names := make([]string, 0, len(All))
-	for _, img := range All {
+	names := make([]string, 0, len(All)+len(Agents))
+	for _, img := range Buildable() {
 		names = append(names, img.Name)
 	}
 	sort.Strings(names)

@@ -11,11 +11,18 @@
 //	go run ./tools/quickstart --kwok       # simulated pods, on any host
 //	go run ./tools/quickstart --keep       # leave the cluster running until Ctrl-C
 //
-// On a real node (root, containerd, runc and the CNI plugins) every container
-// really runs: the controller from its image, deployed with the rendered
-// manifests; git-init and context-init; and, standing in for the agent, the
-// echo agent of e2e/echoagent, which prints the workspace it was given.
-// kwok nodes only simulate pods: the controller then runs as a process on
+// On a real node (root, containerd, runc and the CNI plugins, which it
+// installs with apt-get when run as root on Debian) every container really
+// runs: the controller from its image, deployed with the rendered manifests;
+// git-init and context-init; and the agent: OpenCode, from the
+// agent-opencode image, run on the sample Task. Its model is the scripted
+// model of internal/modelserver, served on this host, unless a real one is
+// given:
+//
+//	go run ./tools/quickstart --model-endpoint https://api.example.com/v1 --model my-model   # OpenAI-compatible
+//	go run ./tools/quickstart --model anthropic/claude-sonnet-4-5                             # a provider OpenCode knows
+//
+// with the API key in $KUBEOPENCODE_MODEL_API_KEY. kwok nodes only simulate pods: the controller then runs as a process on
 // this host, and the Task's Job is created, scheduled and completed by the
 // real control plane without any container running. docs/local-cluster.md
 // says more.
@@ -23,6 +30,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -36,6 +44,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -47,9 +56,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
+	"github.com/kubeopencode/kubeopencode/internal/modelserver"
 	"github.com/kubeopencode/kubeopencode/tools/cluster"
 	"github.com/kubeopencode/kubeopencode/tools/deploy"
 	"github.com/kubeopencode/kubeopencode/tools/images"
@@ -62,7 +73,16 @@ func main() {
 	flag.StringVar(&o.dir, "dir", "", "working directory for the cluster, images and logs (default: a new temporary directory)")
 	flag.BoolVar(&o.kwok, "kwok", false, "simulate pods on kwok nodes even when this host can run a real node")
 	flag.BoolVar(&o.realNode, "real-node", false, "require a real node (kubelet with containerd); fail when the host cannot run one")
+	flag.StringVar(&o.modelEndpoint, "model-endpoint", "", "base URL of an OpenAI-compatible model API to use instead of the scripted model (needs --model)")
+	flag.StringVar(&o.model, "model", "", "the model: with --model-endpoint its name there, else provider/model as OpenCode knows it (e.g. anthropic/claude-sonnet-4-5)")
 	flag.Parse()
+	// controller-runtime's client logs through a logger that must be set;
+	// the quickstart reports errors itself.
+	ctrllog.SetLogger(logr.Discard())
+	if o.modelEndpoint != "" && o.model == "" {
+		fmt.Fprintln(os.Stderr, "quickstart: --model-endpoint needs --model, the model's name at that endpoint")
+		os.Exit(2)
+	}
 	if o.kwok && o.realNode {
 		fmt.Fprintln(os.Stderr, "quickstart: --kwok and --real-node exclude each other; pass at most one")
 		os.Exit(2)
@@ -81,13 +101,29 @@ type options struct {
 	dir            string
 	keep           bool
 	kwok, realNode bool
+	modelEndpoint  string
+	model          string
 }
+
+// apiKeyEnv holds the API key for --model-endpoint or --model.
+const apiKeyEnv = "KUBEOPENCODE_MODEL_API_KEY"
 
 func say(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
 
 // useRealNode picks the node kind and says which, and why.
 func useRealNode(o options) (bool, error) {
 	ok, missing := cluster.RealNodeSupported()
+	if !ok && !o.kwok && os.Geteuid() == 0 {
+		if pkgs := cluster.RealNodePackages(); len(pkgs) > 0 {
+			if _, err := exec.LookPath("apt-get"); err == nil {
+				say("Installing what a real node needs: apt-get install -y %s", strings.Join(pkgs, " "))
+				if err := aptInstall(pkgs); err != nil {
+					return false, err
+				}
+				ok, missing = cluster.RealNodeSupported()
+			}
+		}
+	}
 	switch {
 	case o.kwok:
 		say("Mode: kwok nodes (--kwok): pods are simulated; the agent does not really run")
@@ -102,6 +138,18 @@ func useRealNode(o options) (bool, error) {
 			strings.Join(missing, "\n    - "))
 		return false, nil
 	}
+}
+
+// aptInstall installs Debian packages, as tools/test.sh does.
+func aptInstall(pkgs []string) error {
+	for _, args := range [][]string{{"update", "-qq"}, append([]string{"install", "-y", "-qq"}, pkgs...)} {
+		cmd := exec.Command("apt-get", args...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("apt-get %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	return nil
 }
 
 func run(ctx context.Context, o options) error {
@@ -130,7 +178,7 @@ func run(ctx context.Context, o options) error {
 
 	imgs := images.All
 	if onRealNode {
-		imgs = append(append([]images.Image(nil), images.All...), deploy.EchoAgentImage)
+		imgs = append(append([]images.Image(nil), images.All...), images.AgentOpenCode)
 	}
 	var names []string
 	for _, img := range imgs {
@@ -177,7 +225,7 @@ func run(ctx context.Context, o options) error {
 
 	var task *v1alpha1.Task
 	if onRealNode {
-		if task, err = runOnRealNode(ctx, c, cl, root, r, refs); err != nil {
+		if task, err = runOnRealNode(ctx, c, cl, root, r, refs, o); err != nil {
 			return err
 		}
 	} else {
@@ -242,9 +290,9 @@ func runOnKwok(ctx context.Context, c client.Client, cl *cluster.Cluster, root, 
 const quickstartNamespace = "quickstart"
 
 // runOnRealNode deploys the controller from its image with the rendered
-// manifests, and runs the sample Task with the echo agent in a namespace that
-// enforces the restricted Pod Security Standard.
-func runOnRealNode(ctx context.Context, c client.Client, cl *cluster.Cluster, root string, r render.Renderer, refs map[string]string) (*v1alpha1.Task, error) {
+// manifests, and runs the sample Task with the OpenCode agent in a namespace
+// that enforces the restricted Pod Security Standard.
+func runOnRealNode(ctx context.Context, c client.Client, cl *cluster.Cluster, root string, r render.Renderer, refs map[string]string, o options) (*v1alpha1.Task, error) {
 	say("Deploying the controller from its image (manifests/rbac and manifests/controller, rendered)")
 	if err := deploy.DeployController(ctx, c, root, r, os.Stdout); err != nil {
 		logControllerPods(ctx, cl)
@@ -252,26 +300,34 @@ func runOnRealNode(ctx context.Context, c client.Client, cl *cluster.Cluster, ro
 	}
 	fmt.Printf("    %s/%s rolled out; it reaches the API server at the kubernetes Service address %s\n", deploy.ControllerNamespace, deploy.ControllerDeployment, cl.APIServiceAddress)
 
-	say("Applying the sample Agent with the echo agent as its image, and a Task, in namespace %s (Pod Security: restricted)", quickstartNamespace)
+	model, apiKey, stopModel, err := chooseModel(o)
+	if err != nil {
+		return nil, err
+	}
+	defer stopModel()
+
+	say("Applying the sample Agent (OpenCode) and a Task in namespace %s (Pod Security: restricted)", quickstartNamespace)
 	for _, obj := range []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: quickstartNamespace, Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}}},
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "kubeopencode-agent", Namespace: quickstartNamespace}},
-		// The sample Agent hands this key to the agent; the echo agent needs
-		// none, but the pod cannot start without the Secret.
+		// The sample Agent's credential: the model's API key.
 		&corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: "llm-credentials", Namespace: quickstartNamespace},
-			StringData: map[string]string{"api-key": "not-a-real-key"},
+			StringData: map[string]string{"api-key": apiKey},
 		},
 	} {
 		if err := c.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
 			return nil, fmt.Errorf("creating %T %s: %w", obj, obj.GetName(), err)
 		}
 	}
-	agent, err := echoSampleAgent(filepath.Join(root, "manifests", "samples", "agent.yaml"), refs[deploy.EchoAgentImage.Name])
+	agent, err := opencodeSampleAgent(filepath.Join(root, "manifests", "samples", "agent.yaml"), refs[images.AgentOpenCode.Name], model)
 	if err != nil {
 		return nil, err
 	}
 	fmt.Printf("    agentImage: %s\n    command: %s\n", agent.Spec.AgentImage, strings.Join(agent.Spec.Command, " "))
+	for _, e := range agent.Spec.Env {
+		fmt.Printf("    env %s=%s\n", e.Name, e.Value)
+	}
 	if err := c.Create(ctx, agent); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("creating Agent %s/%s: %w", agent.Namespace, agent.Name, err)
 	}
@@ -284,10 +340,73 @@ func runOnRealNode(ctx context.Context, c client.Client, cl *cluster.Cluster, ro
 		return nil, err
 	}
 	printAgentOutput(ctx, c, cl, final)
-	say("Task %s/%s Completed: git-init, context-init and the agent ran in containers on node %s, from images pinned by digest",
+	say("Task %s/%s Completed: its init containers and OpenCode ran in containers on node %s, from images pinned by digest",
 		final.Namespace, final.Name, cluster.RealNodeName)
 	return final, nil
 }
+
+// agentModel is how the sample Agent reaches its model.
+type agentModel struct {
+	// Name is OPENCODE_MODEL; Config is OPENCODE_CONFIG_CONTENT (may be empty).
+	Name, Config string
+}
+
+// chooseModel returns the model for the Agent and its API key: the scripted
+// model, served on the pod bridge for as long as the quickstart runs, or
+// the one the flags name.
+func chooseModel(o options) (agentModel, string, func(), error) {
+	key := os.Getenv(apiKeyEnv)
+	switch {
+	case o.modelEndpoint != "":
+		if key == "" {
+			return agentModel{}, "", nil, fmt.Errorf("--model-endpoint: put the API key in $%s", apiKeyEnv)
+		}
+		say("Model: %s at %s (OpenAI-compatible), key from $%s", o.model, o.modelEndpoint, apiKeyEnv)
+		cfg, err := providerConfig("endpoint", o.modelEndpoint, o.model)
+		return agentModel{Name: "endpoint/" + o.model, Config: cfg}, key, func() {}, err
+	case o.model != "":
+		if key == "" {
+			return agentModel{}, "", nil, fmt.Errorf("--model %s: put the provider's API key in $%s", o.model, apiKeyEnv)
+		}
+		say("Model: %s, key from $%s", o.model, apiKeyEnv)
+		return agentModel{Name: o.model}, key, func() {}, nil
+	}
+	host, err := cluster.PodBridgeAddress()
+	if err != nil {
+		return agentModel{}, "", nil, err
+	}
+	srv, err := modelserver.Start(host + ":0")
+	if err != nil {
+		return agentModel{}, "", nil, err
+	}
+	base := srv.Handle("default", quickstartScript)
+	say("Model: the scripted model at %s (no provider needed; --model-endpoint or --model use a real one)", base)
+	cfg, err := providerConfig("scripted", base, "quickstart")
+	return agentModel{Name: "scripted/quickstart", Config: cfg}, "scripted-model-key", srv.Close, err
+}
+
+// providerConfig is an OpenCode configuration adding an OpenAI-compatible
+// provider whose key OpenCode reads from the sample credential's variable.
+func providerConfig(name, baseURL, model string) (string, error) {
+	cfg := map[string]any{"provider": map[string]any{name: map[string]any{
+		"npm":     "@ai-sdk/openai-compatible",
+		"name":    name,
+		"options": map[string]any{"baseURL": baseURL, "apiKey": "{env:ANTHROPIC_API_KEY}"},
+		"models":  map[string]any{model: map[string]any{"name": model, "tool_call": true}},
+	}}}
+	data, err := json.Marshal(cfg)
+	return string(data), err
+}
+
+// quickstartScript is what the scripted model answers the sample Task
+// ("Say hello, list the files in your workspace, and exit."): it has
+// OpenCode list the workspace, read task.md, write a file and answer.
+var quickstartScript = modelserver.Steps(
+	modelserver.Reply{Text: "Hello! Let me look at the workspace.", ToolCalls: []modelserver.ToolCall{{Name: "bash", Arguments: `{"command": "id; pwd; ls -la", "description": "List the workspace"}`}}},
+	modelserver.Reply{ToolCalls: []modelserver.ToolCall{{Name: "read", Arguments: `{"filePath": "/workspace/task.md"}`}}},
+	modelserver.Reply{ToolCalls: []modelserver.ToolCall{{Name: "write", Arguments: `{"filePath": "/workspace/hello.txt", "content": "Hello from OpenCode, run by KubeOpenCode.\n"}`}}},
+	modelserver.Reply{Text: "Hello! The workspace held task.md, the Task's prompt; I listed it, read the prompt and wrote hello.txt."},
+)
 
 func moduleRoot() (string, error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
@@ -412,11 +531,11 @@ func printTask(t *v1alpha1.Task) {
 	}
 }
 
-// echoSampleAgent reads the sample Agent and puts it in the quickstart
-// namespace with the echo agent as its image, told to print who it runs as,
-// its workspace, and task.md as it found it. The rest of the sample (context,
-// credential, resources, service account) stays as a user would apply it.
-func echoSampleAgent(path, image string) (*v1alpha1.Agent, error) {
+// opencodeSampleAgent reads the sample Agent and puts it in the quickstart
+// namespace with the agent-opencode image just built and the model chosen.
+// The rest of the sample (command, context, credential, resources, service
+// account) stays as a user would apply it.
+func opencodeSampleAgent(path, image string, model agentModel) (*v1alpha1.Agent, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -427,8 +546,16 @@ func echoSampleAgent(path, image string) (*v1alpha1.Agent, error) {
 	}
 	agent.Namespace = quickstartNamespace
 	agent.Spec.AgentImage = image
-	agent.Spec.Command = []string{deploy.EchoAgentImage.BinaryPath(), "id", "tree", "cat=task.md"}
-	agent.Spec.Args = nil
+	env := []corev1.EnvVar{{Name: "OPENCODE_MODEL", Value: model.Name}}
+	if model.Config != "" {
+		env = append(env, corev1.EnvVar{Name: "OPENCODE_CONFIG_CONTENT", Value: model.Config})
+	}
+	for _, e := range agent.Spec.Env {
+		if e.Name != "OPENCODE_MODEL" && e.Name != "OPENCODE_CONFIG_CONTENT" {
+			env = append(env, e)
+		}
+	}
+	agent.Spec.Env = env
 	return agent, nil
 }
 

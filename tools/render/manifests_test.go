@@ -34,3 +34,22 @@ func TestRepositoryManifestsRender(t *testing.T) {
 		assert.Contains(t, out, want, "the controller Deployment passes %s pinned by digest", img.Name)
 	}
 }
+
+// TestSampleAgentRendersPinned: the sample Agent names the agent-opencode
+// image by placeholder, which rendering pins by digest like the others.
+func TestSampleAgentRendersPinned(t *testing.T) {
+	files, err := render.Collect([]string{filepath.Join("..", "..", "manifests", "samples", "agent.yaml")})
+	require.NoError(t, err)
+	r := renderer()
+	const dAgent = "sha256:4444444444444444444444444444444444444444444444444444444444444444"
+	r.Digests[images.AgentOpenCode.Name] = dAgent
+	rendered, err := r.RenderFiles(files)
+	require.NoError(t, err)
+	out := string(render.Stream(rendered))
+	assert.Contains(t, out, "agentImage: ghcr.io/kubeopencode/agent-opencode@"+dAgent)
+	assert.NotContains(t, out, images.PlaceholderPrefix)
+
+	_, err = renderer().RenderFiles(files)
+	require.Error(t, err, "without the agent image's digest the sample does not render")
+	assert.Contains(t, err.Error(), "no digest for image agent-opencode")
+}

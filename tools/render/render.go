@@ -102,7 +102,7 @@ func ReadDigestFile(path string) (string, error) {
 // layout the Go-native builder writes (out/images by default).
 func ReadDigestDir(dir string) (map[string]string, error) {
 	out := map[string]string{}
-	for _, img := range images.All {
+	for _, img := range images.Buildable() {
 		p := filepath.Join(dir, img.Name+".digest")
 		d, err := ReadDigestFile(p)
 		if errors.Is(err, os.ErrNotExist) {

@@ -59,6 +59,7 @@ const (
 	volOutside   = "outside"
 	volRepos     = "repos"
 	volPlan      = "context-plan"
+	volTmp       = "tmp"
 )
 
 // Images are the init images a Job uses, pinned by digest.
@@ -444,11 +445,19 @@ func (b *builder) addCredentials() ([]corev1.EnvVar, []corev1.EnvFromSource, err
 	var envFrom []corev1.EnvFromSource
 	for i, cr := range b.in.Agent.Spec.Credentials {
 		ref := cr.SecretRef
-		switch {
-		case cr.Env != "" && ref.Key != "":
+		if cr.Env != "" && ref.Key == "" {
+			return nil, nil, invalid(b.in.Task, "Agent %s credential %q: env needs secretRef.key", b.in.Agent.Name, cr.Name)
+		}
+		if ref.Key != "" && cr.Env == "" && cr.MountPath == "" {
+			return nil, nil, invalid(b.in.Task, "Agent %s credential %q: secretRef.key needs env or mountPath", b.in.Agent.Name, cr.Name)
+		}
+		// With env and mountPath both, the key is a variable and a file.
+		if cr.Env != "" {
 			env = append(env, corev1.EnvVar{Name: cr.Env, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 				LocalObjectReference: corev1.LocalObjectReference{Name: ref.Name}, Key: ref.Key,
 			}}})
+		}
+		switch {
 		case cr.MountPath != "":
 			owner := fmt.Sprintf("Agent %s credential %q", b.in.Agent.Name, cr.Name)
 			if err := b.claims.add(claim{path: cr.MountPath, dir: ref.Key == "", owner: owner}); err != nil {
@@ -464,12 +473,10 @@ func (b *builder) addCredentials() ([]corev1.EnvVar, []corev1.EnvFromSource, err
 			}
 			b.vols = append(b.vols, corev1.Volume{Name: vol, VolumeSource: corev1.VolumeSource{Secret: src}})
 			b.mounts = append(b.mounts, m)
-		case cr.Env == "" && ref.Key == "":
+		case cr.Env == "":
 			envFrom = append(envFrom, corev1.EnvFromSource{SecretRef: &corev1.SecretEnvSource{
 				LocalObjectReference: corev1.LocalObjectReference{Name: ref.Name},
 			}})
-		default:
-			return nil, nil, invalid(b.in.Task, "Agent %s credential %q: env needs secretRef.key, and secretRef.key needs env or mountPath", b.in.Agent.Name, cr.Name)
 		}
 	}
 	return env, envFrom, nil
@@ -549,7 +556,19 @@ func (b *builder) assemble(credEnv []corev1.EnvVar, credEnvFrom []corev1.EnvFrom
 			corev1.EnvVar{Name: "GIT_CONFIG_VALUE_0", Value: "*"},
 		)
 	}
+	// The Agent's own variables, then the credentials'; admission keeps
+	// their names apart and away from the controller's.
+	env = append(env, agent.Spec.Env...)
 	env = append(env, credEnv...)
+
+	agentSC := agentSecurityContext(agent)
+	if agentSC.ReadOnlyRootFilesystem != nil && *agentSC.ReadOnlyRootFilesystem {
+		// A read-only root filesystem leaves an agent no scratch space:
+		// /tmp gets an emptyDir, as the workspace does. Mounted before
+		// everything else, so a workspace or file under /tmp lands on top.
+		volumes = append(volumes, corev1.Volume{Name: volTmp, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+		agentMounts = append([]corev1.VolumeMount{{Name: volTmp, MountPath: "/tmp"}}, agentMounts...)
+	}
 
 	agentContainer := corev1.Container{
 		Name:                     AgentContainer,
@@ -560,7 +579,7 @@ func (b *builder) assemble(credEnv []corev1.EnvVar, credEnvFrom []corev1.EnvFrom
 		Env:                      env,
 		EnvFrom:                  credEnvFrom,
 		VolumeMounts:             agentMounts,
-		SecurityContext:          agentSecurityContext(agent),
+		SecurityContext:          agentSC,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
 

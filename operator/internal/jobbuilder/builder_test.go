@@ -506,3 +506,74 @@ func TestGolden(t *testing.T) {
 		})
 	}
 }
+
+func TestCredentialAsVariableAndFile(t *testing.T) {
+	agent := makeAgent().
+		credential(v1alpha1.Credential{Name: "gh", SecretRef: v1alpha1.SecretKeyReference{Name: "github", Key: "token"}, Env: "GH_TOKEN", MountPath: "/home/agent/.config/gh/token"}).
+		obj()
+	out := build(t, input(makeTask("t").obj(), agent))
+	ag := agentContainer(out)
+
+	var env *corev1.EnvVar
+	for i := range ag.Env {
+		if ag.Env[i].Name == "GH_TOKEN" {
+			env = &ag.Env[i]
+		}
+	}
+	require.NotNil(t, env, "the key is a variable")
+	assert.Equal(t, &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "github"}, Key: "token"}, env.ValueFrom.SecretKeyRef)
+	m := mountAt(ag, "/home/agent/.config/gh/token")
+	require.NotNil(t, m, "and the same key is a file")
+	assert.Equal(t, "value", m.SubPath)
+	for _, v := range out.Job.Spec.Template.Spec.Volumes {
+		if v.Name == m.Name {
+			require.NotNil(t, v.Secret)
+			assert.Equal(t, "github", v.Secret.SecretName)
+			assert.Equal(t, []corev1.KeyToPath{{Key: "token", Path: "value"}}, v.Secret.Items)
+		}
+	}
+	assert.Empty(t, ag.EnvFrom, "one key, not the whole Secret")
+}
+
+func TestAgentEnv(t *testing.T) {
+	agent := makeAgent().
+		credential(v1alpha1.Credential{Name: "key", SecretRef: v1alpha1.SecretKeyReference{Name: "llm", Key: "key"}, Env: "OPENAI_API_KEY"}).
+		obj()
+	agent.Spec.Env = []corev1.EnvVar{
+		{Name: "OPENCODE_MODEL", Value: "scripted/model"},
+		{Name: "FROM_MAP", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "cfg"}, Key: "k"}}},
+	}
+	ag := agentContainer(build(t, input(makeTask("t").obj(), agent)))
+	var names []string
+	for _, e := range ag.Env {
+		names = append(names, e.Name)
+	}
+	assert.Equal(t, []string{"TASK_NAME", "TASK_NAMESPACE", "AGENT_NAME", "WORKSPACE_DIR", "TASK_FILE", "OPENCODE_MODEL", "FROM_MAP", "OPENAI_API_KEY"}, names,
+		"the controller's variables first, so an Agent's value may refer to them as $(WORKSPACE_DIR); the credentials last")
+	assert.Equal(t, "scripted/model", ag.Env[5].Value)
+	assert.Equal(t, "cfg", ag.Env[6].ValueFrom.ConfigMapKeyRef.Name)
+}
+
+func TestReadOnlyRootFilesystemGetsTmp(t *testing.T) {
+	ro := makeAgent().podSpec(v1alpha1.AgentPodSpec{SecurityContext: &corev1.SecurityContext{ReadOnlyRootFilesystem: ptr.To(true)}}).obj()
+	out := build(t, input(makeTask("t").obj(), ro))
+	m := mountAt(agentContainer(out), "/tmp")
+	require.NotNil(t, m, "an agent with a read-only root filesystem still has a writable /tmp")
+	var tmp *corev1.Volume
+	for i, v := range out.Job.Spec.Template.Spec.Volumes {
+		if v.Name == m.Name {
+			tmp = &out.Job.Spec.Template.Spec.Volumes[i]
+		}
+	}
+	require.NotNil(t, tmp)
+	assert.NotNil(t, tmp.EmptyDir)
+
+	rw := build(t, input(makeTask("t").obj(), makeAgent().obj()))
+	assert.Nil(t, mountAt(agentContainer(rw), "/tmp"), "with a writable root filesystem /tmp is the image's")
+
+	under := makeAgent().workspace("/tmp/ws").podSpec(v1alpha1.AgentPodSpec{SecurityContext: &corev1.SecurityContext{ReadOnlyRootFilesystem: ptr.To(true)}}).obj()
+	mounts := agentContainer(build(t, input(makeTask("t").obj(), under))).VolumeMounts
+	require.GreaterOrEqual(t, len(mounts), 2)
+	assert.Equal(t, "/tmp", mounts[0].MountPath, "/tmp is mounted before the workspace inside it")
+	assert.Equal(t, "/tmp/ws", mounts[1].MountPath)
+}

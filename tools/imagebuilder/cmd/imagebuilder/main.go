@@ -147,7 +147,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 func names() []string {
 	var n []string
-	for _, img := range images.All {
+	for _, img := range images.Buildable() {
 		n = append(n, img.Name)
 	}
 	return n
