@@ -352,7 +352,10 @@ func (r *run) clone(ctx context.Context) (plumbing.Hash, error) {
 	if err != nil {
 		return plumbing.ZeroHash, err
 	}
-	st := filesystem.NewStorageWithOptions(dot, cache.NewObjectLRUDefault(), filesystem.Options{})
+	st := &packStorage{
+		Storage: filesystem.NewStorageWithOptions(dot, cache.NewObjectLRUDefault(), filesystem.Options{}),
+		packDir: filepath.Join(r.plan.Dest, git.GitDirName, "objects", "pack"),
+	}
 	repo, err := git.Init(st, wt)
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("cannot initialise %s: %w", r.plan.Dest, err)

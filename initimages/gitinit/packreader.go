@@ -175,15 +175,25 @@ var errBadDelta = errors.New("invalid delta")
 // applyDelta applies a git delta to base into a buffer of the target's
 // exact size.
 func applyDelta(base, delta []byte) ([]byte, error) {
+	var out []byte
+	err := patchDelta(base, delta, func(size uint64) { out = make([]byte, 0, size) }, func(b []byte) { out = append(out, b...) })
+	return out, err
+}
+
+// patchDelta applies a git delta to base and hands the target to emit
+// piece by piece, after telling start its size; with a hash as emit the
+// target never exists in memory as a whole.
+func patchDelta(base, delta []byte, start func(size uint64), emit func([]byte)) error {
 	srcSize, delta, err := leb128(delta)
 	if err != nil || srcSize != uint64(len(base)) {
-		return nil, errBadDelta
+		return errBadDelta
 	}
 	dstSize, delta, err := leb128(delta)
 	if err != nil {
-		return nil, errBadDelta
+		return errBadDelta
 	}
-	out := make([]byte, 0, dstSize)
+	start(dstSize)
+	var done uint64
 	for len(delta) > 0 {
 		cmd := delta[0]
 		delta = delta[1:]
@@ -193,7 +203,7 @@ func applyDelta(base, delta []byte) ([]byte, error) {
 			for i := 0; i < 4; i++ {
 				if cmd&(1<<i) != 0 {
 					if len(delta) == 0 {
-						return nil, errBadDelta
+						return errBadDelta
 					}
 					off |= uint64(delta[0]) << (8 * i)
 					delta = delta[1:]
@@ -202,7 +212,7 @@ func applyDelta(base, delta []byte) ([]byte, error) {
 			for i := 0; i < 3; i++ {
 				if cmd&(0x10<<i) != 0 {
 					if len(delta) == 0 {
-						return nil, errBadDelta
+						return errBadDelta
 					}
 					size |= uint64(delta[0]) << (8 * i)
 					delta = delta[1:]
@@ -211,25 +221,27 @@ func applyDelta(base, delta []byte) ([]byte, error) {
 			if size == 0 {
 				size = 0x10000
 			}
-			if off+size > uint64(len(base)) || uint64(len(out))+size > dstSize {
-				return nil, errBadDelta
+			if off+size > uint64(len(base)) || done+size > dstSize {
+				return errBadDelta
 			}
-			out = append(out, base[off:off+size]...)
+			emit(base[off : off+size])
+			done += size
 		case cmd != 0:
 			n := uint64(cmd)
-			if uint64(len(delta)) < n || uint64(len(out))+n > dstSize {
-				return nil, errBadDelta
+			if uint64(len(delta)) < n || done+n > dstSize {
+				return errBadDelta
 			}
-			out = append(out, delta[:n]...)
+			emit(delta[:n])
+			done += n
 			delta = delta[n:]
 		default:
-			return nil, errBadDelta
+			return errBadDelta
 		}
 	}
-	if uint64(len(out)) != dstSize {
-		return nil, errBadDelta
+	if done != dstSize {
+		return errBadDelta
 	}
-	return out, nil
+	return nil
 }
 
 func leb128(b []byte) (uint64, []byte, error) {
