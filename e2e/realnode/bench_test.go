@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
@@ -24,28 +22,19 @@ func BenchmarkTaskCompletes(b *testing.B) {
 		b.Skip(env.skip)
 	}
 	ctx := b.Context()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-		GenerateName: "bench-",
-		Labels:       map[string]string{"pod-security.kubernetes.io/enforce": "restricted"},
-	}}
-	if err := env.k8s.Create(ctx, ns); err != nil {
-		b.Fatal(err)
-	}
-	if err := env.k8s.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: agentSA, Namespace: ns.Name}}); err != nil {
-		b.Fatal(err)
-	}
-	if err := env.k8s.Create(ctx, echoAgent(ns.Name, "default", "cat=task.md", "cat=notes.md")); err != nil {
+	ns := restrictedNamespace(b)
+	if err := env.k8s.Create(ctx, echoAgent(ns, "default", "cat=task.md", "cat=notes.md")); err != nil {
 		b.Fatal(err)
 	}
 	// A first Task pulls the echo image onto the node, outside the timing.
 	run := func(name string) error {
-		if err := env.k8s.Create(ctx, task(ns.Name, name, "", "Benchmark.",
+		if err := env.k8s.Create(ctx, task(ns, name, "", "Benchmark.",
 			v1alpha1.ContextItem{Type: v1alpha1.ContextTypeText, MountPath: "notes.md", Text: text("notes\n")})); err != nil {
 			return err
 		}
 		return deploy.Poll(ctx, 2*time.Minute, func() (bool, error) {
 			tk := &v1alpha1.Task{}
-			if err := env.k8s.Get(ctx, types.NamespacedName{Namespace: ns.Name, Name: name}, tk); err != nil {
+			if err := env.k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, tk); err != nil {
 				return false, err
 			}
 			if tk.Status.Phase == v1alpha1.TaskPhaseFailed {

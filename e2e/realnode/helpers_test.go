@@ -28,7 +28,7 @@ const agentSA = "echo-agent"
 
 // restrictedNamespace creates a namespace that enforces the PodSecurity
 // "restricted" profile, with the Agents' ServiceAccount.
-func restrictedNamespace(t *testing.T) string {
+func restrictedNamespace(t testing.TB) string {
 	t.Helper()
 	ctx := t.Context()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{

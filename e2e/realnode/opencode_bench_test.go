@@ -38,15 +38,10 @@ func BenchmarkOpenCodeOverhead(b *testing.B) {
 		b.Skip(env.skip)
 	}
 	ctx := b.Context()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-		GenerateName: "bench-opencode-",
-		Labels:       map[string]string{"pod-security.kubernetes.io/enforce": "restricted"},
-	}}
-	must(b, env.k8s.Create(ctx, ns))
-	must(b, env.k8s.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: agentSA, Namespace: ns.Name}}))
+	ns := restrictedNamespace(b)
 	const script = "bench-opencode-overhead"
 	env.model.Handle(script, modelserver.Steps(modelserver.Reply{Text: "Done."}))
-	agent := opencodeAgent(b, ns.Name, script, nil)
+	agent := opencodeAgent(b, ns, script, nil)
 	must(b, env.k8s.Create(ctx, agent))
 
 	const prompt = "Benchmark: answer Done.\n"
@@ -64,10 +59,10 @@ func BenchmarkOpenCodeOverhead(b *testing.B) {
 	// launched reads when the launcher started from its first line.
 	launched := func(labels client.MatchingLabels, since time.Time) (time.Duration, error) {
 		pods := &corev1.PodList{}
-		if err := env.k8s.List(ctx, pods, client.InNamespace(ns.Name), labels); err != nil || len(pods.Items) != 1 {
+		if err := env.k8s.List(ctx, pods, client.InNamespace(ns), labels); err != nil || len(pods.Items) != 1 {
 			return 0, fmt.Errorf("pods %v: %d, %v", labels, len(pods.Items), err)
 		}
-		out, err := env.cs.CoreV1().Pods(ns.Name).GetLogs(pods.Items[0].Name, &corev1.PodLogOptions{Container: "agent"}).DoRaw(ctx)
+		out, err := env.cs.CoreV1().Pods(ns).GetLogs(pods.Items[0].Name, &corev1.PodLogOptions{Container: "agent"}).DoRaw(ctx)
 		if err != nil {
 			return 0, err
 		}
@@ -81,7 +76,7 @@ func BenchmarkOpenCodeOverhead(b *testing.B) {
 	var tasksStarted, jobsStarted []time.Duration
 	runTask := func(name string) (time.Duration, error) {
 		start := time.Now()
-		if err := env.k8s.Create(ctx, task(ns.Name, name, "", prompt)); err != nil {
+		if err := env.k8s.Create(ctx, task(ns, name, "", prompt)); err != nil {
 			return 0, err
 		}
 		d, err := firstRequest(start)
@@ -89,7 +84,7 @@ func BenchmarkOpenCodeOverhead(b *testing.B) {
 			return 0, err
 		}
 		tk := &v1alpha1.Task{}
-		if err := env.k8s.Get(ctx, types.NamespacedName{Namespace: ns.Name, Name: name}, tk); err != nil {
+		if err := env.k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, tk); err != nil {
 			return 0, err
 		}
 		s, err := launched(client.MatchingLabels{labelTaskUID: string(tk.UID)}, start)
@@ -99,7 +94,7 @@ func BenchmarkOpenCodeOverhead(b *testing.B) {
 		tasksStarted = append(tasksStarted, s)
 		return d, deploy.Poll(ctx, 2*time.Minute, func() (bool, error) {
 			tk := &v1alpha1.Task{}
-			if err := env.k8s.Get(ctx, types.NamespacedName{Namespace: ns.Name, Name: name}, tk); err != nil {
+			if err := env.k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, tk); err != nil {
 				return false, err
 			}
 			if tk.Status.Phase == v1alpha1.TaskPhaseFailed {
@@ -109,7 +104,7 @@ func BenchmarkOpenCodeOverhead(b *testing.B) {
 		})
 	}
 	runJob := func(name string) (time.Duration, error) {
-		job := rawJob(ns.Name, name, agent, prompt)
+		job := rawJob(ns, name, agent, prompt)
 		start := time.Now()
 		if err := env.k8s.Create(ctx, job); err != nil {
 			return 0, err
