@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -56,8 +57,10 @@ func (e *checkoutError) Error() string { return e.msg }
 type treeWriter struct {
 	ctx     context.Context
 	objects storer.EncodedObjectStorer
-	// packs, when set, decodes blobs instead of go-git (see packReader).
+	// packs, when set, decodes blobs instead of go-git (see packReader);
+	// while pre runs, it is pre's.
 	packs  *packReader
+	pre    *prefetcher
 	commit plumbing.Hash
 	// maxBlob is the largest blob that may be decoded (0: no limit); see
 	// memoryLimit.
@@ -74,6 +77,17 @@ type treeWriter struct {
 // and collects the index entries (sorted) and the gitlinks it met.
 func (w *treeWriter) writeTree(root *os.Root, tree plumbing.Hash) error {
 	w.buf = make([]byte, 256<<10)
+	if w.packs != nil {
+		readers := []*packReader{w.packs}
+		if runtime.GOMAXPROCS(0) > 1 {
+			if second, err := w.packs.fork(); err == nil {
+				defer second.Close()
+				readers = append(readers, second)
+			}
+		}
+		w.pre = startPrefetch(w.ctx, readers, blobOrder(w.objects, tree), w.maxBlob)
+		defer w.stopPrefetch()
+	}
 	if _, err := w.dir(root, "", tree); err != nil {
 		return err
 	}
@@ -179,9 +193,29 @@ func (w *treeWriter) subdir(root *os.Root, p string, e object.TreeEntry) (bool, 
 	return wrote, nil
 }
 
+func (w *treeWriter) stopPrefetch() {
+	if w.pre != nil {
+		w.pre.stop()
+		w.pre = nil
+	}
+}
+
 // blob opens a blob for reading after checking that decoding it fits in
 // memory.
 func (w *treeWriter) blob(p string, h plumbing.Hash) (io.ReadCloser, int64, error) {
+	if w.pre != nil {
+		d, ok := w.pre.next(h)
+		switch {
+		case !ok:
+			// Out of step (or cancelled): decode here from now on.
+			w.stopPrefetch()
+		case d.skipped:
+		case d.err == nil:
+			return &prefetched{Reader: bytes.NewReader(d.data), p: w.pre, size: d.size}, d.size, nil
+		case !errors.Is(d.err, errNotInPack):
+			return nil, 0, fmt.Errorf("cannot read blob %s of %s: %w", h, quotePath(p), d.err)
+		}
+	}
 	obj, err := w.objects.EncodedObject(plumbing.BlobObject, h)
 	if err != nil {
 		return nil, 0, fmt.Errorf("cannot read blob %s of %s: %w", h, quotePath(p), err)
@@ -190,7 +224,7 @@ func (w *treeWriter) blob(p string, h plumbing.Hash) (io.ReadCloser, int64, erro
 	if w.maxBlob > 0 && size > w.maxBlob {
 		return nil, 0, &checkoutError{fmt.Sprintf("file %s of commit %s is %s; decoding it needs up to %s of memory but git-init's memory limit is %s: raise the memory limit of the git-init container or leave the file out of the repository", quotePath(p), w.commit, humanBytes(size), humanBytes(size*blobMemoryFactor), humanBytes(w.memLimit))}
 	}
-	if w.packs != nil {
+	if w.packs != nil && w.pre == nil {
 		data, err := w.packs.blob(h)
 		if err == nil {
 			return io.NopCloser(bytes.NewReader(data)), size, nil
@@ -203,7 +237,43 @@ func (w *treeWriter) blob(p string, h plumbing.Hash) (io.ReadCloser, int64, erro
 	if err != nil {
 		return nil, 0, fmt.Errorf("cannot read blob %s of %s: %w", h, quotePath(p), err)
 	}
-	return rd, size, nil
+	return &closeOnce{ReadCloser: rd}, size, nil
+}
+
+// closeOnce makes a second Close do nothing: go-git's object readers give
+// their zlib reader back to a shared pool on every Close, and a second
+// Close would hand the same one to two later readers.
+type closeOnce struct {
+	io.ReadCloser
+	once sync.Once
+	err  error
+}
+
+func (c *closeOnce) Close() error {
+	c.once.Do(func() { c.err = c.ReadCloser.Close() })
+	return c.err
+}
+
+// prefetched is a decoded blob; closing it gives its memory back to the
+// prefetcher's budget.
+type prefetched struct {
+	*bytes.Reader
+	p    *prefetcher
+	size int64
+	once sync.Once
+}
+
+func (b *prefetched) Close() error {
+	b.once.Do(func() {
+		b.Reader = nil
+		if b.size >= largeBlob {
+			// Hand the memory back before a decoder may take it again,
+			// so that peaks do not add up.
+			runtime.GC()
+		}
+		b.p.release(b.size)
+	})
+	return nil
 }
 
 // copyVerified copies a blob of size bytes from rd to dst and checks that
@@ -257,9 +327,9 @@ func (w *treeWriter) file(root *os.Root, p string, e object.TreeEntry) error {
 	w.files++
 	w.bytes += size
 	w.entries = append(w.entries, indexEntry(p, e.Hash, mode, info))
-	if size >= largeBlob {
+	if _, ok := rd.(*prefetched); !ok && size >= largeBlob {
 		// Hand the memory of a large blob back before the next one, so
-		// that peaks do not add up.
+		// that peaks do not add up (a prefetched blob does on Close).
 		rd.Close()
 		runtime.GC()
 	}

@@ -1,7 +1,6 @@
 package gitinit
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -189,7 +188,7 @@ func indexPack(f *os.File, scan packScan) (*idxfile.MemoryIndex, plumbing.Hash, 
 	if scan.err != nil {
 		return nil, scan.sum, scan.err
 	}
-	ix := &indexer{sc: packfile.NewScanner(f), objs: scan.objs, kids: scan.kids}
+	ix := &indexer{rd: newObjectReader(f), objs: scan.objs, kids: scan.kids}
 	for i := range ix.objs {
 		o := ix.objs[i]
 		if o.delta || len(ix.kids[o.off]) == 0 {
@@ -239,22 +238,15 @@ func parserIndex(f *os.File) (*idxfile.MemoryIndex, plumbing.Hash, error) {
 }
 
 type indexer struct {
-	sc   *packfile.Scanner
+	rd   *objectReader
 	objs []packObject
 	kids map[int64][]int
 }
 
 // read inflates the object at off into a buffer of its exact size.
 func (ix *indexer) read(off int64) ([]byte, error) {
-	hdr, err := ix.sc.SeekObjectHeader(off)
-	if err != nil {
-		return nil, err
-	}
-	buf := bytes.NewBuffer(make([]byte, 0, min(hdr.Length, 1<<30)))
-	if _, _, err := ix.sc.NextObject(buf); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	_, data, err := ix.rd.object(off)
+	return data, err
 }
 
 // resolve computes the ids of the deltas children (indexes into objs)

@@ -1,7 +1,6 @@
 package gitinit
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
-	"github.com/go-git/go-git/v5/plumbing/format/packfile"
 )
 
 // packReader decodes blobs straight from the fetched pack files into one
@@ -28,7 +26,7 @@ type packReader struct {
 type pack struct {
 	idx   *idxfile.MemoryIndex
 	f     *os.File
-	sc    *packfile.Scanner
+	rd    *objectReader
 	cache map[int64][]byte
 }
 
@@ -63,9 +61,24 @@ func openPacks(gitDir string) (*packReader, error) {
 			r.Close()
 			return nil, err
 		}
-		r.packs = append(r.packs, &pack{idx: idx, f: pf, sc: packfile.NewScanner(pf), cache: map[int64][]byte{}})
+		r.packs = append(r.packs, &pack{idx: idx, f: pf, rd: newObjectReader(pf), cache: map[int64][]byte{}})
 	}
 	return r, nil
+}
+
+// fork returns a reader of the same packs with file handles and a cache
+// of its own, for another goroutine; the indexes are shared (read only).
+func (r *packReader) fork() (*packReader, error) {
+	out := &packReader{}
+	for _, p := range r.packs {
+		f, err := os.Open(p.f.Name())
+		if err != nil {
+			out.Close()
+			return nil, err
+		}
+		out.packs = append(out.packs, &pack{idx: p.idx, f: f, rd: newObjectReader(f), cache: map[int64][]byte{}})
+	}
+	return out, nil
 }
 
 func (r *packReader) Close() {
@@ -106,29 +119,23 @@ func (r *packReader) at(p *pack, off int64, depth int) (plumbing.ObjectType, []b
 	if b, ok := p.cache[off]; ok {
 		return plumbing.BlobObject, b, nil
 	}
-	hdr, err := p.sc.SeekObjectHeader(off)
+	hdr, delta, err := p.rd.object(off)
 	if err != nil {
 		return 0, nil, err
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, hdr.Length))
-	if _, _, err := p.sc.NextObject(buf); err != nil {
-		return 0, nil, err
-	}
-	switch hdr.Type {
+	switch hdr.typ {
 	case plumbing.BlobObject, plumbing.TreeObject, plumbing.CommitObject, plumbing.TagObject:
-		r.keep(p, off, hdr.Type, buf.Bytes())
-		return hdr.Type, buf.Bytes(), nil
-	case plumbing.OFSDeltaObject, plumbing.REFDeltaObject:
-	default:
-		return 0, nil, fmt.Errorf("object at offset %d has type %v", off, hdr.Type)
+		if depth > 0 {
+			r.keep(p, off, hdr.typ, delta)
+		}
+		return hdr.typ, delta, nil
 	}
-	delta := buf.Bytes()
 	var typ plumbing.ObjectType
 	var base []byte
-	if hdr.Type == plumbing.OFSDeltaObject {
-		typ, base, err = r.at(p, hdr.OffsetReference, depth+1)
+	if hdr.typ == plumbing.OFSDeltaObject {
+		typ, base, err = r.at(p, hdr.base, depth+1)
 	} else {
-		bp, boff, ok := r.find(hdr.Reference)
+		bp, boff, ok := r.find(hdr.ref)
 		if !ok {
 			// A base outside the packs (a loose object): go-git reads it.
 			return 0, nil, errNotInPack
@@ -142,7 +149,9 @@ func (r *packReader) at(p *pack, off int64, depth int) (plumbing.ObjectType, []b
 	if err != nil {
 		return 0, nil, fmt.Errorf("object at offset %d: %w", off, err)
 	}
-	r.keep(p, off, typ, out)
+	if depth > 0 {
+		r.keep(p, off, typ, out)
+	}
 	return typ, out, nil
 }
 
@@ -155,7 +164,9 @@ func (r *packReader) find(h plumbing.Hash) (*pack, int64, bool) {
 	return nil, 0, false
 }
 
-// keep caches small blobs as delta bases; the cache is emptied when full.
+// keep caches a small blob that was needed as a delta base: the next
+// delta in its chain is likely to need it too. Blobs read for themselves
+// are not kept (most are no delta's base). The cache is emptied when full.
 func (r *packReader) keep(p *pack, off int64, typ plumbing.ObjectType, b []byte) {
 	if typ != plumbing.BlobObject || len(b) > baseCacheObject {
 		return
