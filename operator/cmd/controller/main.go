@@ -37,6 +37,7 @@ func main() {
 	flag.DurationVar(&opts.ImageResolveTTL, "image-resolve-ttl", 5*time.Minute, "How long a tag selected by KubeOpenCodeConfig stays resolved to the same digest.")
 	flag.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	flag.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
+	flag.StringVar(&opts.PprofAddr, "pprof-bind-address", "", "Address of Go's /debug/pprof endpoints (heap and CPU profiles); empty: off. Bind it to localhost and reach it with kubectl port-forward.")
 	flag.BoolVar(&opts.LeaderElection, "leader-elect", true, "Elect a leader so that only one replica acts at a time.")
 	flag.StringVar(&opts.LeaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the controller's own).")
 	flag.DurationVar(&opts.LeaseDuration, "leader-election-lease-duration", 15*time.Second, "How long a replica waits before taking over a Lease its holder stopped renewing.")
@@ -62,6 +63,13 @@ func main() {
 	if limit, ok := memoryLimit(); ok {
 		log.Info("Set the Go memory limit from the container's", "bytes", limit)
 	}
+	if os.Getenv("GOGC") == "" {
+		// Most of the heap is the informers' cache, which lives as long
+		// as the process: collecting when the heap has grown by half
+		// rather than doubled keeps the resident size near 1.5 times the
+		// cache instead of twice it, for a little more collector CPU.
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	opts.Images = imgs
 	opts.Version = version.Version
 
@@ -79,12 +87,24 @@ func main() {
 		fmt.Fprintf(os.Stderr, "kubeopencode controller cannot start:\n%v\n", err)
 		os.Exit(1)
 	}
+	go func() {
+		// Loading the caches streams every Task and Job through the
+		// decoder: the heap's high-water mark is then well above what
+		// the caches keep. Give it back once instead of holding it for
+		// the life of the process.
+		if mgr.GetCache().WaitForCacheSync(ctx) {
+			debug.FreeOSMemory()
+		}
+	}()
 	log.Info("Starting controller", "version", version.Version, "gitInitImage", imgs.GitInit, "contextInitImage", imgs.ContextInit)
 	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "Controller stopped")
 		os.Exit(1)
 	}
 }
+
+// defaultGCPercent is the controller's GOGC unless the environment sets one.
+const defaultGCPercent = 50
 
 // memoryLimit sets the Go runtime's soft memory limit to 90 % of the
 // container's memory limit, which the Deployment passes in

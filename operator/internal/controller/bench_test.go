@@ -89,7 +89,7 @@ func measureRawJobs(b *testing.B) (rate, cpuMs float64) {
 }
 
 // measureRawJobsIn creates the raw Jobs in namespace ns.
-func measureRawJobsIn(b *testing.B, ns string) (rate, cpuMs float64) {
+func measureRawJobsIn(b *testing.B, ns string, edit ...func(*batchv1.Job)) (rate, cpuMs float64) {
 	agent := newAgent(ns, v1alpha1.DefaultAgentName, nil)
 	jobs := make([]*batchv1.Job, rawJobs)
 	for i := range jobs {
@@ -102,6 +102,9 @@ func measureRawJobsIn(b *testing.B, ns string) (rate, cpuMs float64) {
 		})
 		if err != nil {
 			b.Fatal(err)
+		}
+		for _, e := range edit {
+			e(out.Job)
 		}
 		jobs[i] = out.Job
 	}

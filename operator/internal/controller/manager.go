@@ -28,15 +28,17 @@ import (
 
 // Options configure the controller manager.
 type Options struct {
-	Images             images.Images
-	Version            string
-	Workers            int
-	StuckPodTimeout    time.Duration
-	PodCreateGrace     time.Duration
-	StartupTimeout     time.Duration
-	ImageResolveTTL    time.Duration
-	MetricsAddr        string
-	ProbeAddr          string
+	Images          images.Images
+	Version         string
+	Workers         int
+	StuckPodTimeout time.Duration
+	PodCreateGrace  time.Duration
+	StartupTimeout  time.Duration
+	ImageResolveTTL time.Duration
+	MetricsAddr     string
+	ProbeAddr       string
+	// PprofAddr serves Go's /debug/pprof endpoints when set.
+	PprofAddr          string
 	LeaderElection     bool
 	LeaderElectionNS   string
 	LeaderElectionName string
@@ -96,6 +98,7 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager,
 		Scheme:                        Scheme(),
 		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:        o.ProbeAddr,
+		PprofBindAddress:              o.PprofAddr,
 		LeaderElection:                o.LeaderElection,
 		LeaderElectionID:              o.LeaderElectionName,
 		LeaderElectionNamespace:       o.LeaderElectionNS,
