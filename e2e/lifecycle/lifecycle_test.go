@@ -3,6 +3,7 @@ package lifecycle_test
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -30,7 +31,10 @@ const longRun = "10m"
 // TestLifecycle runs one controller for all its subtests, which run in
 // parallel, each in its own namespace.
 func TestLifecycle(t *testing.T) {
-	ctrl := startController(t)
+	port, err := freePort()
+	require.NoError(t, err)
+	pprofAddr := "127.0.0.1:" + strconv.Itoa(port)
+	ctrl := startController(t, "--pprof-bind-address="+pprofAddr)
 	ctrl.waitReady(t, 2*time.Minute)
 
 	t.Run("group", func(t *testing.T) {
@@ -43,6 +47,7 @@ func TestLifecycle(t *testing.T) {
 		t.Run("TTLDeletesTaskJobPodsConfigMap", testTTLDeletesEverything)
 		t.Run("HistoryLimitsKeepTheNewest", testHistoryLimits)
 		t.Run("RetentionSparesRunningTasks", testRetentionSparesRunning)
+		t.Run("HeapProfileOnRequest", func(t *testing.T) { testHeapProfile(t, pprofAddr) })
 	})
 }
 

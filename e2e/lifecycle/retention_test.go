@@ -3,6 +3,8 @@ package lifecycle_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"sort"
 	"strings"
 	"testing"
@@ -146,4 +148,18 @@ func testRetentionSparesRunning(t *testing.T) {
 	waitGone(t, taskTimeout, "the stopped Task", func(ctx context.Context) (bool, error) {
 		return exists(ctx, &v1alpha1.Task{}, ns, "long")
 	})
+}
+
+// With --pprof-bind-address the controller serves a heap profile, the way
+// to see what its memory holds.
+func testHeapProfile(t *testing.T, addr string) {
+	t.Parallel()
+	resp, err := http.Get("http://" + addr + "/debug/pprof/heap")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Greater(t, len(body), 100)
+	assert.Equal(t, []byte{0x1f, 0x8b}, body[:2], "a gzipped pprof profile")
 }
