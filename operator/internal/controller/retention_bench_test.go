@@ -22,6 +22,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -48,7 +49,8 @@ const (
 // to a Task that waited for it being Running. Then it runs historyRounds
 // bursts of 300 Tasks, each against the raw Job create rate measured right
 // before and after (the median round counts), and measures the resident
-// memory again. Between 5,000 and 50,000, 5,000 more finished Tasks whose
+// memory again. The phases with 0 and 5,000 retained run twice, in the
+// order 0, 5,000, 5,000, 0, and their rounds are pooled. Between 5,000 and 50,000, 5,000 more finished Tasks whose
 // ttlSecondsAfterFinished has passed wait for a restarted controller: it
 // runs the same bursts while it deletes them, and the time until all are gone
 // is measured.
@@ -71,6 +73,22 @@ func BenchmarkHistory(b *testing.B) {
 	createFinished(b, history, "done", 0, historySmall, nil)
 	b.Logf("created %d finished Tasks with their Jobs in %s", historySmall, time.Since(t0).Round(time.Second))
 	small := runPhase(b, bin, kubeconfig, "5k", true, nil)
+	// The machine's speed drifts over minutes. Measure the pair once more
+	// in the opposite order (5,000 again, then the history deleted and the
+	// empty cluster again), so that a steady drift weighs on both alike,
+	// and compare the medians of all their rounds.
+	small2 := runPhase(b, bin, kubeconfig, "5k-again", true, nil)
+	t0 = time.Now()
+	clearNamespace(b, history)
+	b.Logf("deleted the %d finished Tasks and their Jobs in %s", historySmall, time.Since(t0).Round(time.Second))
+	empty2 := runPhase(b, bin, kubeconfig, "empty-again", true, nil)
+	t0 = time.Now()
+	createFinished(b, history, "done", 0, historySmall, nil)
+	b.Logf("created %d finished Tasks with their Jobs again in %s", historySmall, time.Since(t0).Round(time.Second))
+	empty.ratio = median(append(slices.Clone(empty.ratios), empty2.ratios...))
+	empty.rate = median(append(slices.Clone(empty.rates), empty2.rates...))
+	small.ratio = median(append(slices.Clone(small.ratios), small2.ratios...))
+	small.rate = median(append(slices.Clone(small.rates), small2.rates...))
 
 	expired := benchNamespace(b)
 	create(b, newAgent(expired, v1alpha1.DefaultAgentName, nil))
@@ -112,8 +130,9 @@ func BenchmarkHistory(b *testing.B) {
 }
 
 type phaseResult struct {
-	rss, peak      float64 // KiB
-	rssAfter       float64 // KiB, settled after the bursts
+	rss, peak      float64   // KiB
+	rssAfter       float64   // KiB, settled after the bursts
+	ratios, rates  []float64 // each burst's
 	firstAdmission time.Duration
 	rate, ratio    float64
 	cleanup        time.Duration
@@ -159,6 +178,7 @@ func runPhase(b *testing.B, bin, kubeconfig, name string, burst bool, expired *s
 			rawBefore = rawAfter
 		}
 		r.ratio, r.rate = median(ratios), median(rates)
+		r.ratios, r.rates = ratios, rates
 		// The resident size once the process has worked: the
 		// collector's goal then holds garbage besides the caches.
 		r.rssAfter = settledRSS(b, p.pid())
@@ -228,6 +248,9 @@ func burstRate(b *testing.B) float64 {
 func median(xs []float64) float64 {
 	s := slices.Clone(xs)
 	slices.Sort(s)
+	if len(s)%2 == 0 {
+		return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
 	return s[len(s)/2]
 }
 
@@ -239,6 +262,27 @@ func rawJobRate(b *testing.B, edit ...func(*batchv1.Job)) float64 {
 	rate, _ := measureRawJobsIn(b, ns, edit...)
 	deleteAll(b, ns)
 	return rate
+}
+
+// clearNamespace deletes the Tasks and Jobs of ns and waits until they are
+// gone.
+func clearNamespace(b *testing.B, ns string) {
+	deleteAll(b, ns)
+	deadline := time.Now().Add(10 * time.Minute)
+	for _, list := range []client.ObjectList{&v1alpha1.TaskList{}, &batchv1.JobList{}} {
+		for {
+			if err := k8s.List(context.Background(), list, client.InNamespace(ns), client.Limit(1)); err != nil {
+				b.Fatal(err)
+			}
+			if meta.LenList(list) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("namespace %s still holds Tasks or Jobs after 10 minutes", ns)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
 }
 
 func deleteAll(b *testing.B, ns string) {
