@@ -134,7 +134,7 @@ func (w *treeWriter) dir(root *os.Root, prefix string, treeHash plumbing.Hash) (
 		default:
 			// Like git, any 100xxx mode is a regular file, executable
 			// when the owner may execute it (old trees carry 100664).
-			if uint32(e.Mode)&0o170000 != 0o100000 {
+			if !isRegularFile(e.Mode) {
 				return false, &checkoutError{fmt.Sprintf("commit %s has entry %s with mode %o, which git does not check out", w.commit, quotePath(p), uint32(e.Mode))}
 			}
 			if err := w.file(root, p, e); err != nil {
@@ -161,6 +161,9 @@ func (w *treeWriter) verify(p string, e object.TreeEntry) error {
 	}
 	return &checkoutError{fmt.Sprintf("commit %s has a tree entry %s with %s: the git CLI refuses to check it out too; fix the repository", w.commit, quotePath(p), reason)}
 }
+
+// isRegularFile: like git, any 100xxx mode is a regular file.
+func isRegularFile(m filemode.FileMode) bool { return uint32(m)&0o170000 == 0o100000 }
 
 func containsByte(s string, b byte) bool {
 	for i := 0; i < len(s); i++ {

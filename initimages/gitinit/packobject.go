@@ -53,8 +53,7 @@ var errBadHeader = errors.New("invalid object header")
 // object reads the entry at off and inflates it into a buffer of exactly
 // the size its header gives, checking that the zlib stream ends there.
 func (r *objectReader) object(off int64) (objectHeader, []byte, error) {
-	r.br.Reset(io.NewSectionReader(r.f, off, maxObjectSize))
-	h, err := r.header(off)
+	h, err := r.headerAt(off)
 	if err != nil {
 		return h, nil, fmt.Errorf("object at offset %d: %w", off, err)
 	}
@@ -93,6 +92,12 @@ func (r *objectReader) object(off int64) (objectHeader, []byte, error) {
 		return h, nil, fmt.Errorf("object at offset %d: %w", off, noEOF(err))
 	}
 	return h, buf, nil
+}
+
+// headerAt positions the reader at off and parses the entry's header.
+func (r *objectReader) headerAt(off int64) (objectHeader, error) {
+	r.br.Reset(io.NewSectionReader(r.f, off, maxObjectSize))
+	return r.header(off)
 }
 
 // header parses an entry's header: its type and size, then an offset

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,10 +29,10 @@ func gitPack(t *testing.T) (string, []blobJob) {
 	require.NoError(t, os.MkdirAll(packDir, 0o755))
 	gittest.Git(t, r.bare, "pack-objects", "--all", "-q", "--delta-base-offset", "--depth=50", "--window=250", filepath.Join(packDir, "pack"))
 	var jobs []blobJob
-	for _, line := range bytes.Split([]byte(gittest.Git(t, r.bare, "cat-file", "--batch-all-objects", "--batch-check=%(objecttype) %(objectname) %(objectsize)")), []byte("\n")) {
+	for _, line := range strings.Split(gittest.Git(t, r.bare, "cat-file", "--batch-all-objects", "--batch-check=%(objecttype) %(objectname) %(objectsize)"), "\n") {
 		var typ, id string
 		var size int64
-		if _, err := fmt.Sscan(string(line), &typ, &id, &size); err != nil || typ != "blob" {
+		if _, err := fmt.Sscan(line, &typ, &id, &size); err != nil || typ != "blob" {
 			continue
 		}
 		jobs = append(jobs, blobJob{hash: plumbing.NewHash(id), size: size})
@@ -57,7 +58,7 @@ func TestPackReaderDecodesEveryBlob(t *testing.T) {
 		require.EqualValues(t, j.size, len(data))
 		off, err := packs.packs[0].idx.FindOffset(j.hash)
 		require.NoError(t, err)
-		if h, err := headerAt(packs.packs[0].rd, off); err == nil && h.typ == plumbing.OFSDeltaObject {
+		if h, err := packs.packs[0].rd.headerAt(off); err == nil && h.typ == plumbing.OFSDeltaObject {
 			deltas++
 		}
 	}
@@ -197,9 +198,4 @@ func objectFile(t *testing.T, entry []byte) *objectReader {
 	_, err = f.Seek(0, io.SeekStart)
 	require.NoError(t, err)
 	return newObjectReader(f)
-}
-
-func headerAt(r *objectReader, off int64) (objectHeader, error) {
-	r.br.Reset(io.NewSectionReader(r.f, off, maxObjectSize))
-	return r.header(off)
 }

@@ -72,7 +72,7 @@ func blobOrder(objects storer.EncodedObjectStorer, tree plumbing.Hash) []blobJob
 					return false
 				}
 			case e.Mode == filemode.Submodule:
-			case e.Mode == filemode.Symlink || uint32(e.Mode)&0o170000 == 0o100000:
+			case e.Mode == filemode.Symlink || isRegularFile(e.Mode):
 				size := int64(-1)
 				if obj, err := objects.EncodedObject(plumbing.BlobObject, e.Hash); err == nil {
 					size = obj.Size()
