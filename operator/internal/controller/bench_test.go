@@ -90,6 +90,14 @@ func measureRawJobs(b *testing.B) (rate, cpuMs float64) {
 
 // measureRawJobsIn creates the raw Jobs in namespace ns.
 func measureRawJobsIn(b *testing.B, ns string, edit ...func(*batchv1.Job)) (rate, cpuMs float64) {
+	jobs := rawJobsFor(b, ns, edit...)
+	cpu := serverCPU(b)
+	rate = packageServer().createJobs(b, jobs)
+	return rate, (serverCPU(b) - cpu) * 1000 / float64(len(jobs))
+}
+
+// rawJobsFor builds rawJobs Jobs for namespace ns as the controller would.
+func rawJobsFor(b *testing.B, ns string, edit ...func(*batchv1.Job)) []*batchv1.Job {
 	agent := newAgent(ns, v1alpha1.DefaultAgentName, nil)
 	jobs := make([]*batchv1.Job, rawJobs)
 	for i := range jobs {
@@ -108,20 +116,34 @@ func measureRawJobsIn(b *testing.B, ns string, edit ...func(*batchv1.Job)) (rate
 		}
 		jobs[i] = out.Job
 	}
+	return jobs
+}
+
+// apiServer is an API server a benchmark talks to: the package's, or a
+// second one a benchmark starts to compare against.
+type apiServer struct {
+	cfg *rest.Config
+	c   client.Client
+}
+
+func packageServer() *apiServer { return &apiServer{cfg: restConfig, c: k8s} }
+
+// createJobs creates the Jobs with 16 workers and returns how many were
+// created per second.
+func (s *apiServer) createJobs(b *testing.B, jobs []*batchv1.Job) float64 {
 	// A client of its own with the rate limits the in-process controller
 	// gets, so that only the API server limits the figure.
-	c, err := client.New(rest.CopyConfig(restConfig), client.Options{Scheme: controller.Scheme()})
+	c, err := client.New(rest.CopyConfig(s.cfg), client.Options{Scheme: controller.Scheme()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	cpu := serverCPU(b)
 	start := time.Now()
 	err = parallel(len(jobs), func(i int) error { return c.Create(context.Background(), jobs[i]) })
 	elapsed := time.Since(start)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return float64(len(jobs)) / elapsed.Seconds(), (serverCPU(b) - cpu) * 1000 / float64(len(jobs))
+	return float64(len(jobs)) / elapsed.Seconds()
 }
 
 // BenchmarkAdmissionBurst creates 1,000 Tasks at once for an Agent without a
@@ -388,7 +410,7 @@ func queuedBefore(a, b *v1alpha1.Task) bool {
 // (ConfigMaps, Secrets, Jobs without its labels) appear in the cluster.
 func BenchmarkControllerRSS(b *testing.B) {
 	bin := buildController(b)
-	kubeconfig := writeKubeconfig(b)
+	kubeconfig := writeKubeconfig(b, restConfig)
 	ns := benchNamespace(b)
 	other := benchNamespace(b)
 	create(b, newAgent(ns, v1alpha1.DefaultAgentName, nil))
@@ -522,8 +544,7 @@ func userEnv() []string {
 
 // writeKubeconfig writes the API server's admin credentials where the
 // controller binary can read them.
-func writeKubeconfig(b *testing.B) string {
-	cfg := restConfig
+func writeKubeconfig(b *testing.B, cfg *rest.Config) string {
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters["envtest"] = &clientcmdapi.Cluster{
 		Server: cfg.Host, CertificateAuthorityData: cfg.CAData, CertificateAuthority: cfg.CAFile,
@@ -577,14 +598,16 @@ func vmRSS(pid int) (float64, error) {
 // Secrets are deleted when the benchmark ends (there is no namespace or
 // garbage collector controller), so later benchmarks' controllers start
 // on an empty cluster.
-func benchNamespace(b *testing.B) string {
-	ns := namespace(b)
+func benchNamespace(b *testing.B) string { return packageServer().benchNamespace(b) }
+
+func (s *apiServer) benchNamespace(b *testing.B) string {
+	ns := namespaceOn(b, s.c)
 	b.Cleanup(func() {
 		ctx := context.Background()
 		for _, obj := range []client.Object{&v1alpha1.Task{}, &batchv1.Job{}, &corev1.ConfigMap{}, &corev1.Secret{}} {
 			// Without a propagation policy Jobs would wait for the garbage
 			// collector to orphan their pods, and none runs here.
-			err := k8s.DeleteAllOf(ctx, obj, client.InNamespace(ns), client.PropagationPolicy(metav1.DeletePropagationBackground))
+			err := s.c.DeleteAllOf(ctx, obj, client.InNamespace(ns), client.PropagationPolicy(metav1.DeletePropagationBackground))
 			if err != nil && !apierrors.IsNotFound(err) {
 				b.Errorf("cleaning namespace %s: %v", ns, err)
 			}
@@ -614,10 +637,14 @@ func taskNames(prefix string, n int) []string {
 // createTasks creates the Tasks with 16 workers and returns when each
 // create call returned.
 func createTasks(b *testing.B, ns string, names []string) map[string]time.Time {
+	return packageServer().createTasks(b, ns, names)
+}
+
+func (s *apiServer) createTasks(b *testing.B, ns string, names []string) map[string]time.Time {
 	var mu sync.Mutex
 	created := make(map[string]time.Time, len(names))
 	err := parallel(len(names), func(i int) error {
-		if err := k8s.Create(context.Background(), newTask(ns, names[i])); err != nil {
+		if err := s.c.Create(context.Background(), newTask(ns, names[i])); err != nil {
 			return err
 		}
 		now := time.Now()
@@ -743,8 +770,8 @@ func (w *watcher) stop() { w.cancel() }
 // start watches list's kind in ns from now on. A watch the API server ends
 // (it drops watchers that fall behind, which a loaded machine can cause) is
 // resumed from the last event seen, so no event is lost.
-func (w *watcher) start(b *testing.B, list client.ObjectList, ns string, handle func(watch.Event, time.Time)) {
-	wc, err := client.NewWithWatch(restConfig, client.Options{Scheme: controller.Scheme()})
+func (w *watcher) start(b *testing.B, cfg *rest.Config, list client.ObjectList, ns string, handle func(watch.Event, time.Time)) {
+	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: controller.Scheme()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -814,9 +841,11 @@ func (w *taskWatch) runningTimes() map[string]time.Time {
 	return maps.Clone(w.running)
 }
 
-func watchTasks(b *testing.B, ns string) *taskWatch {
+func watchTasks(b *testing.B, ns string) *taskWatch { return packageServer().watchTasks(b, ns) }
+
+func (s *apiServer) watchTasks(b *testing.B, ns string) *taskWatch {
 	w := &taskWatch{running: map[string]time.Time{}, objs: map[string]*v1alpha1.Task{}, phases: map[v1alpha1.TaskPhase]int{}}
-	w.start(b, &v1alpha1.TaskList{}, ns, func(ev watch.Event, at time.Time) {
+	w.start(b, s.cfg, &v1alpha1.TaskList{}, ns, func(ev watch.Event, at time.Time) {
 		t := ev.Object.(*v1alpha1.Task)
 		if old := w.objs[t.Name]; old != nil {
 			w.phases[old.Status.Phase]--
@@ -857,7 +886,7 @@ type jobWatch struct {
 
 func watchJobs(b *testing.B, ns string) *jobWatch {
 	w := &jobWatch{finished: map[string]bool{}}
-	w.start(b, &batchv1.JobList{}, ns, func(ev watch.Event, at time.Time) {
+	w.start(b, restConfig, &batchv1.JobList{}, ns, func(ev watch.Event, at time.Time) {
 		j := ev.Object.(*batchv1.Job)
 		switch ev.Type {
 		case watch.Added:

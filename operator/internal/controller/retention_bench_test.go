@@ -4,7 +4,7 @@ package controller_test
 // in one run against the package's API server: docs/performance.md has the
 // figures, the targets and the command,
 //
-//	go test -run '^$' -bench BenchmarkHistory -benchtime 1x -timeout 60m ./operator/internal/controller/
+//	go test -run '^$' -bench BenchmarkHistory -benchtime 1x -timeout 90m ./operator/internal/controller/
 
 import (
 	"bufio"
@@ -22,7 +22,6 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -31,6 +30,7 @@ import (
 	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
 	"github.com/kubeopencode/kubeopencode/operator/internal/controller"
 	"github.com/kubeopencode/kubeopencode/operator/internal/jobbuilder"
+	"github.com/kubeopencode/kubeopencode/tools/cluster/envtest"
 )
 
 const (
@@ -39,89 +39,86 @@ const (
 	historyBurst   = 300
 	historyBacklog = 5000
 	historyWorkers = 32
-	historyRounds  = 5
+	// historyPairs bursts run on each API server per phase, alternating;
+	// historyRounds bursts run during the cleanup.
+	historyPairs  = 8
+	historyRounds = 5
 )
 
 // BenchmarkHistory runs the controller binary with its default flags (and
 // leader election, as deployed) on a cluster holding 0, then 5,000, then
 // 50,000 finished Tasks with their finished Jobs, and measures each time
 // its resident memory once started and settled, and the time from its start
-// to a Task that waited for it being Running. Then it runs historyRounds
-// bursts of 300 Tasks, each against the raw Job create rate measured right
-// before and after (the median round counts), and measures the resident
-// memory again. The phases with 0 and 5,000 retained run twice, in the
-// order 0, 5,000, 5,000, 0, and their rounds are pooled. Between 5,000 and 50,000, 5,000 more finished Tasks whose
-// ttlSecondsAfterFinished has passed wait for a restarted controller: it
-// runs the same bursts while it deletes them, and the time until all are gone
-// is measured.
+// to a Task that waited for it being Running. Then it runs bursts of 300
+// Tasks, each divided by the raw Job create rate right before and after it,
+// alternating with the same bursts on a second API server that stays empty
+// and whose controller binary runs through the whole benchmark: comparing
+// bursts taken seconds apart leaves out the machine's drift over minutes.
+// The resident memory is measured again after the bursts. Between 5,000
+// and 50,000, 5,000 more finished Tasks whose ttlSecondsAfterFinished has
+// passed wait for a restarted controller: it runs bursts while it deletes
+// them, and the time until all are gone is measured.
 func BenchmarkHistory(b *testing.B) {
 	bin := buildController(b)
-	kubeconfig := writeKubeconfig(b)
+	cluster := packageServer()
+	// The empty cluster, for reference.
+	empty := &apiServer{cfg: envtest.ForTest(b, crdDir)}
+	empty.cfg.QPS, empty.cfg.Burst = restConfig.QPS, restConfig.Burst
+	var err error
+	if empty.c, err = client.New(empty.cfg, client.Options{Scheme: controller.Scheme()}); err != nil {
+		b.Fatal(err)
+	}
+	kubeconfig := writeKubeconfig(b, cluster.cfg)
+	reference := launch(b, bin, empty, writeKubeconfig(b, empty.cfg), "on the empty reference cluster")
+	b.Logf("the reference controller admitted its first Task %s after start", reference.firstAdmission.Round(time.Millisecond))
 	// The 55,000 objects are left behind: deleting them takes the API
 	// server longer than the benchmark itself, and it runs last in the
 	// package (a later -count repetition sees them, as the docs say).
-	history := namespace(b)
-	create(b, newAgent(history, v1alpha1.DefaultAgentName, nil))
+	history := namespaceOn(b, cluster.c)
+	createOn(b, cluster.c, newAgent(history, v1alpha1.DefaultAgentName, nil))
 	start := time.Now()
 
 	// The first controller run against a fresh API server admits its first
-	// burst far slower than any later one (whatever the history): warm up.
-	runPhase(b, bin, kubeconfig, "warm-up", true, nil)
-	empty := runPhase(b, bin, kubeconfig, "empty", true, nil)
+	// bursts far slower than any later one (whatever the history): warm up
+	// both.
+	runPhase(b, bin, cluster, kubeconfig, "warm-up", empty, 2, nil)
+	// Both clusters empty: what the comparison gives when there is nothing
+	// to find.
+	none := runPhase(b, bin, cluster, kubeconfig, "0", empty, historyPairs, nil)
 
 	t0 := time.Now()
-	createFinished(b, history, "done", 0, historySmall, nil)
+	createFinished(b, cluster, history, "done", 0, historySmall, nil)
 	b.Logf("created %d finished Tasks with their Jobs in %s", historySmall, time.Since(t0).Round(time.Second))
-	small := runPhase(b, bin, kubeconfig, "5k", true, nil)
-	// The machine's speed drifts over minutes. Measure the pair once more
-	// in the opposite order (5,000 again, then the history deleted and the
-	// empty cluster again), so that a steady drift weighs on both alike,
-	// and compare the medians of all their rounds.
-	small2 := runPhase(b, bin, kubeconfig, "5k-again", true, nil)
-	t0 = time.Now()
-	clearNamespace(b, history)
-	b.Logf("deleted the %d finished Tasks and their Jobs in %s", historySmall, time.Since(t0).Round(time.Second))
-	empty2 := runPhase(b, bin, kubeconfig, "empty-again", true, nil)
-	t0 = time.Now()
-	createFinished(b, history, "done", 0, historySmall, nil)
-	b.Logf("created %d finished Tasks with their Jobs again in %s", historySmall, time.Since(t0).Round(time.Second))
-	empty.ratio = median(append(slices.Clone(empty.ratios), empty2.ratios...))
-	empty.rate = median(append(slices.Clone(empty.rates), empty2.rates...))
-	small.ratio = median(append(slices.Clone(small.ratios), small2.ratios...))
-	small.rate = median(append(slices.Clone(small.rates), small2.rates...))
+	small := runPhase(b, bin, cluster, kubeconfig, "5k", empty, historyPairs, nil)
 
-	expired := benchNamespace(b)
-	create(b, newAgent(expired, v1alpha1.DefaultAgentName, nil))
+	expired := cluster.benchNamespace(b)
+	createOn(b, cluster.c, newAgent(expired, v1alpha1.DefaultAgentName, nil))
 	t0 = time.Now()
-	createFinished(b, expired, "expired", 0, historyBacklog, ptr.To[int32](60))
+	createFinished(b, cluster, expired, "expired", 0, historyBacklog, ptr.To[int32](60))
 	b.Logf("created %d expired Tasks in %s", historyBacklog, time.Since(t0).Round(time.Second))
-	backlog := runPhase(b, bin, kubeconfig, "backlog", true, &expired)
+	backlog := runPhase(b, bin, cluster, kubeconfig, "backlog", nil, historyRounds, &expired)
 
 	t0 = time.Now()
-	createFinished(b, history, "done", historySmall, historyLarge, nil)
+	createFinished(b, cluster, history, "done", historySmall, historyLarge, nil)
 	b.Logf("created %d more finished Tasks with their Jobs in %s", historyLarge-historySmall, time.Since(t0).Round(time.Second))
-	large := runPhase(b, bin, kubeconfig, "50k", true, nil)
+	large := runPhase(b, bin, cluster, kubeconfig, "50k", empty, historyPairs, nil)
 	b.Logf("the whole benchmark took %s", time.Since(start).Round(time.Second))
 
 	for _, p := range []struct {
 		name string
 		r    phaseResult
-	}{{"0", empty}, {"5k", small}, {"50k", large}} {
+	}{{"0", none}, {"5k", small}, {"50k", large}} {
 		b.ReportMetric(p.r.rss/1024, "rss-"+p.name+"-MiB")
 		b.ReportMetric(p.r.peak/1024, "peak-rss-"+p.name+"-MiB")
 		b.ReportMetric(p.r.firstAdmission.Seconds(), "first-admission-"+p.name+"-s")
 		b.ReportMetric(p.r.rssAfter/1024, "rss-after-bursts-"+p.name+"-MiB")
+		b.ReportMetric(p.r.rate, "burst-"+p.name+"-tasks/s")
+		b.ReportMetric(p.r.ratio, "burst-ratio-"+p.name)
+		b.ReportMetric(p.r.vsEmpty(), "burst-"+p.name+"-vs-empty-%")
 	}
-	b.ReportMetric((large.rss-empty.rss)*1024/historyLarge, "bytes/finished-task")
-	b.ReportMetric((large.rssAfter-empty.rssAfter)*1024/historyLarge, "bytes/finished-task-after-bursts")
-	b.ReportMetric(large.ratio/empty.ratio*100, "burst-50k-vs-empty-%")
-	b.ReportMetric(empty.rate, "burst-0-tasks/s")
-	b.ReportMetric(small.rate, "burst-5k-tasks/s")
+	b.ReportMetric((large.rss-none.rss)*1024/historyLarge, "bytes/finished-task")
+	b.ReportMetric((large.rssAfter-none.rssAfter)*1024/historyLarge, "bytes/finished-task-after-bursts")
 	b.ReportMetric(backlog.rate, "burst-cleanup-tasks/s")
-	b.ReportMetric(large.rate, "burst-50k-tasks/s")
-	b.ReportMetric(empty.ratio, "burst-ratio-0")
-	b.ReportMetric(small.ratio, "burst-ratio-5k")
-	b.ReportMetric(small.ratio/empty.ratio*100, "burst-5k-vs-empty-%")
 	b.ReportMetric(backlog.ratio, "burst-ratio-cleanup")
 	b.ReportMetric((1-backlog.ratio/small.ratio)*100, "burst-cost-of-cleanup-%")
 	b.ReportMetric(backlog.cleanup.Seconds(), "cleanup-5k-s")
@@ -130,75 +127,111 @@ func BenchmarkHistory(b *testing.B) {
 }
 
 type phaseResult struct {
-	rss, peak      float64   // KiB
-	rssAfter       float64   // KiB, settled after the bursts
-	ratios, rates  []float64 // each burst's
+	rss, peak      float64 // KiB
+	rssAfter       float64 // KiB, settled after the bursts
 	firstAdmission time.Duration
-	rate, ratio    float64
-	cleanup        time.Duration
+	// The medians of the bursts' rates and ratios to the raw rate, on the
+	// cluster and on the empty reference.
+	rate, ratio         float64
+	emptyRate, emptyRat float64
+	cleanup             time.Duration
 }
 
-// runPhase starts the controller binary, measures it, and stops it. With
-// burst, historyRounds bursts of 300 Tasks follow once the memory was
-// sampled, each in a namespace of its own, with the raw Job create rate
-// measured before the first and after each; the phase's ratio is the
-// median round's. With expired, the time until that namespace holds no Task
-// is measured too, and the bursts start as soon as the controller admitted
-// its first Task.
-func runPhase(b *testing.B, bin, kubeconfig, name string, burst bool, expired *string) phaseResult {
-	var r phaseResult
-	var rawBefore float64
-	if burst {
-		rawBefore = rawJobRate(b)
+// vsEmpty is the cluster's burst ratio in percent of the empty reference's.
+func (r phaseResult) vsEmpty() float64 { return r.ratio / r.emptyRat * 100 }
+
+// bursts runs bursts on one API server and divides each by the raw Job
+// create rate taken right before and right after it.
+type bursts struct {
+	s              *apiServer
+	name           string
+	rawBefore      float64
+	rates, ratios  []float64
+	withoutRawRate bool
+}
+
+// The raw Jobs measured while a controller runs carry no label of its, so
+// that it does not watch them.
+func unwatched(j *batchv1.Job) { delete(j.Labels, jobbuilder.LabelTaskUID) }
+
+func (br *bursts) run(b *testing.B) {
+	rate := br.s.burstRate(b)
+	br.rates = append(br.rates, rate)
+	if br.withoutRawRate {
+		b.Logf("%s: burst %d (%d Tasks) at %.0f Tasks/s", br.name, len(br.rates), historyBurst, rate)
+		return
 	}
-	ns := benchNamespace(b)
-	create(b, newAgent(ns, v1alpha1.DefaultAgentName, nil), newTask(ns, "first"))
-	w := watchTasks(b, ns)
+	rawAfter := br.s.rawJobRate(b, unwatched)
+	br.ratios = append(br.ratios, rate/((br.rawBefore+rawAfter)/2))
+	b.Logf("%s: burst %d (%d Tasks) at %.0f Tasks/s, raw %.0f Jobs/s before, %.0f after: ratio %.3f", br.name, len(br.rates), historyBurst, rate, br.rawBefore, rawAfter, br.ratios[len(br.ratios)-1])
+	br.rawBefore = rawAfter
+}
+
+// running is a controller binary that admitted its first Task.
+type running struct {
+	*controllerProcess
+	firstAdmission time.Duration
+}
+
+// launch starts the controller binary against s, with a Task waiting for
+// it, and returns once that Task is Running.
+func launch(b *testing.B, bin string, s *apiServer, kubeconfig, name string) running {
+	ns := s.benchNamespace(b)
+	createOn(b, s.c, newAgent(ns, v1alpha1.DefaultAgentName, nil), newTask(ns, "first"))
+	w := s.watchTasks(b, ns)
+	defer w.stop()
 	p := startBinary(b, bin, kubeconfig, ns)
 	w.waitFor(b, "the first Task Running under the controller binary "+name, func() bool { _, ok := w.running["first"]; return ok })
-	r.firstAdmission = w.runningTimes()["first"].Sub(p.started)
-	w.stop()
+	return running{controllerProcess: p, firstAdmission: w.runningTimes()["first"].Sub(p.started)}
+}
+
+// runPhase starts the controller binary on the cluster, measures it, and
+// stops it. Once the memory was sampled, n bursts of 300 Tasks run on the
+// cluster and n on the empty reference, alternating (empty first in odd
+// rounds, the cluster first in even ones), each in a namespace of its own
+// and divided by its own server's raw Job create rate right before and after
+// it; the phase's figures are the medians. With expired, the time until that
+// namespace holds no Task is measured instead of the memory, and n bursts
+// run on the cluster alone, back to back from its first admission on, each
+// divided by the raw rate before the controller started and after the
+// backlog was gone: a raw rate taken during the cleanup would be slowed by
+// the deletions too and hide their cost.
+func runPhase(b *testing.B, bin string, cluster *apiServer, kubeconfig, name string, empty *apiServer, n int, expired *string) phaseResult {
+	var r phaseResult
+	on := &bursts{s: cluster, name: name, rawBefore: cluster.rawJobRate(b), withoutRawRate: expired != nil}
+	var ref *bursts
+	if empty != nil {
+		ref = &bursts{s: empty, name: name + ", empty reference", rawBefore: empty.rawJobRate(b, unwatched)}
+	}
+	p := launch(b, bin, cluster, kubeconfig, name)
+	r.firstAdmission = p.firstAdmission
 
 	if expired == nil {
 		r.rss = settledRSS(b, p.pid())
 		r.peak = procStatusKiB(b, p.pid(), "VmHWM:")
 	}
-	// The raw Jobs measured while the controller runs carry no label of
-	// its, so that it does not watch them.
-	unwatched := func(j *batchv1.Job) { delete(j.Labels, jobbuilder.LabelTaskUID) }
-	var rates []float64
-	if burst && expired == nil {
-		var ratios []float64
-		for round := range historyRounds {
-			rate := burstRate(b)
-			rawAfter := rawJobRate(b, unwatched)
-			ratios = append(ratios, rate/((rawBefore+rawAfter)/2))
-			rates = append(rates, rate)
-			b.Logf("%s: burst %d of %d (%d Tasks) at %.0f Tasks/s, raw %.0f Jobs/s before, %.0f after: ratio %.3f", name, round+1, historyRounds, historyBurst, rate, rawBefore, rawAfter, ratios[round])
-			rawBefore = rawAfter
+	for round := range n {
+		if ref != nil && round%2 == 0 {
+			ref.run(b)
 		}
-		r.ratio, r.rate = median(ratios), median(rates)
-		r.ratios, r.rates = ratios, rates
+		on.run(b)
+		if ref != nil && round%2 == 1 {
+			ref.run(b)
+		}
+	}
+	r.rate, r.ratio = median(on.rates), median(on.ratios)
+	if ref != nil {
+		r.emptyRate, r.emptyRat = median(ref.rates), median(ref.ratios)
+	}
+	if expired == nil {
 		// The resident size once the process has worked: the
 		// collector's goal then holds garbage besides the caches.
 		r.rssAfter = settledRSS(b, p.pid())
-	}
-	if burst && expired != nil {
-		// While the backlog is deleted, the raw rate would be slowed by
-		// the deletions too and hide their cost: the bursts run back to
-		// back, and are compared with the raw rate before the controller
-		// started and after the backlog is gone.
-		for round := range historyRounds {
-			rates = append(rates, burstRate(b))
-			b.Logf("%s: burst %d of %d (%d Tasks) at %.0f Tasks/s", name, round+1, historyRounds, historyBurst, rates[round])
-		}
-		r.rate = median(rates)
-	}
-	if expired != nil {
+	} else {
 		deadline := time.Now().Add(30 * time.Minute)
 		for {
 			var list v1alpha1.TaskList
-			if err := k8s.List(context.Background(), &list, client.InNamespace(*expired), client.Limit(1)); err != nil {
+			if err := cluster.c.List(context.Background(), &list, client.InNamespace(*expired), client.Limit(1)); err != nil {
 				b.Fatal(err)
 			}
 			if len(list.Items) == 0 {
@@ -210,15 +243,13 @@ func runPhase(b *testing.B, bin, kubeconfig, name string, burst bool, expired *s
 			time.Sleep(200 * time.Millisecond)
 		}
 		r.cleanup = time.Since(p.started)
-		if burst {
-			rawAfter := rawJobRate(b, unwatched)
-			r.ratio = r.rate / ((rawBefore + rawAfter) / 2)
-			b.Logf("%s: raw %.0f Jobs/s before, %.0f after the cleanup: ratio %.3f", name, rawBefore, rawAfter, r.ratio)
-		}
+		rawAfter := cluster.rawJobRate(b, unwatched)
+		r.ratio = r.rate / ((on.rawBefore + rawAfter) / 2)
+		b.Logf("%s: raw %.0f Jobs/s before, %.0f after the cleanup: ratio %.3f", name, on.rawBefore, rawAfter, r.ratio)
 	}
 	p.stop(b)
-	b.Logf("%s: RSS %.1f MiB (peak %.1f MiB, %.1f MiB after the bursts), first admission %s after start, burst ratio %.3f, cleanup %s", name, r.rss/1024, r.peak/1024, r.rssAfter/1024, r.firstAdmission.Round(time.Millisecond), r.ratio, r.cleanup.Round(time.Second))
-	deleteAll(b, ns)
+	b.Logf("%s: RSS %.1f MiB (peak %.1f MiB, %.1f MiB after the bursts), first admission %s after start, bursts at %.0f Tasks/s (ratio %.3f), empty reference at %.0f Tasks/s (ratio %.3f), cleanup %s",
+		name, r.rss/1024, r.peak/1024, r.rssAfter/1024, r.firstAdmission.Round(time.Millisecond), r.rate, r.ratio, r.emptyRate, r.emptyRat, r.cleanup.Round(time.Second))
 	return r
 }
 
@@ -226,14 +257,14 @@ func runPhase(b *testing.B, bin, kubeconfig, name string, burst bool, expired *s
 // and returns how many became Running per second, as a watch saw them. The
 // Tasks and Jobs are deleted again: they would be work in flight for the
 // next round.
-func burstRate(b *testing.B) float64 {
-	ns := benchNamespace(b)
-	create(b, newAgent(ns, v1alpha1.DefaultAgentName, nil))
-	w := watchTasks(b, ns)
+func (s *apiServer) burstRate(b *testing.B) float64 {
+	ns := s.benchNamespace(b)
+	createOn(b, s.c, newAgent(ns, v1alpha1.DefaultAgentName, nil))
+	w := s.watchTasks(b, ns)
 	defer w.stop()
 	names := taskNames("burst", historyBurst)
 	start := time.Now()
-	createTasks(b, ns, names)
+	s.createTasks(b, ns, names)
 	w.waitFor(b, fmt.Sprintf("%d Tasks Running", len(names)), func() bool { return len(w.running) == len(names) })
 	last := start
 	for _, at := range w.runningTimes() {
@@ -241,11 +272,14 @@ func burstRate(b *testing.B) float64 {
 			last = at
 		}
 	}
-	deleteAll(b, ns)
+	s.deleteAll(b, ns)
 	return float64(len(names)) / last.Sub(start).Seconds()
 }
 
 func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	if len(s)%2 == 0 {
@@ -257,37 +291,16 @@ func median(xs []float64) float64 {
 // rawJobRate measures the raw Job create rate in a namespace of its own and
 // deletes the Jobs again: with the controller's labels, the next controller
 // would cache them.
-func rawJobRate(b *testing.B, edit ...func(*batchv1.Job)) float64 {
-	ns := benchNamespace(b)
-	rate, _ := measureRawJobsIn(b, ns, edit...)
-	deleteAll(b, ns)
+func (s *apiServer) rawJobRate(b *testing.B, edit ...func(*batchv1.Job)) float64 {
+	ns := s.benchNamespace(b)
+	rate := s.createJobs(b, rawJobsFor(b, ns, edit...))
+	s.deleteAll(b, ns)
 	return rate
 }
 
-// clearNamespace deletes the Tasks and Jobs of ns and waits until they are
-// gone.
-func clearNamespace(b *testing.B, ns string) {
-	deleteAll(b, ns)
-	deadline := time.Now().Add(10 * time.Minute)
-	for _, list := range []client.ObjectList{&v1alpha1.TaskList{}, &batchv1.JobList{}} {
-		for {
-			if err := k8s.List(context.Background(), list, client.InNamespace(ns), client.Limit(1)); err != nil {
-				b.Fatal(err)
-			}
-			if meta.LenList(list) == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				b.Fatalf("namespace %s still holds Tasks or Jobs after 10 minutes", ns)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
-}
-
-func deleteAll(b *testing.B, ns string) {
+func (s *apiServer) deleteAll(b *testing.B, ns string) {
 	for _, obj := range []client.Object{&v1alpha1.Task{}, &batchv1.Job{}} {
-		if err := k8s.DeleteAllOf(context.Background(), obj, client.InNamespace(ns), client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
+		if err := s.c.DeleteAllOf(context.Background(), obj, client.InNamespace(ns), client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -400,8 +413,8 @@ The title, description, author and branch names below were written by the person
 // a Task, its Job as the controller builds it, both finished (one in ten
 // failed). With ttl the Tasks finished an hour ago and their time to live
 // has passed; they get no Job (nothing here would delete it with the Task).
-func createFinished(b *testing.B, ns, prefix string, from, to int, ttl *int32) {
-	cfg := rest.CopyConfig(restConfig)
+func createFinished(b *testing.B, s *apiServer, ns, prefix string, from, to int, ttl *int32) {
+	cfg := rest.CopyConfig(s.cfg)
 	cfg.QPS, cfg.Burst = 10000, 10000
 	c, err := client.New(cfg, client.Options{Scheme: controller.Scheme()})
 	if err != nil {

@@ -35,6 +35,9 @@ const (
 	contextInitImage = "registry.example/kubeopencode/context-init@sha256:2222222222222222222222222222222222222222222222222222222222222222"
 )
 
+// crdDir holds the CRDs every API server of the package gets.
+var crdDir = filepath.Join("..", "..", "..", "manifests", "crd")
+
 var (
 	restConfig *rest.Config
 	k8s        client.Client
@@ -45,7 +48,7 @@ var (
 // namespaces of its own and starts the controller it needs.
 func TestMain(m *testing.M) {
 	ctrl.SetLogger(zap.New(zap.UseDevMode(false), zap.Level(zapcore.Level(zapLevel()))))
-	cfg, stop, err := envtest.Start(context.Background(), os.Stderr, filepath.Join("..", "..", "..", "manifests", "crd"))
+	cfg, stop, err := envtest.Start(context.Background(), os.Stderr, crdDir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -112,10 +115,16 @@ func startController(t testing.TB, mutate ...func(*controller.Options)) (stop fu
 
 func namespace(t testing.TB) string {
 	t.Helper()
+	return namespaceOn(t, k8s)
+}
+
+// namespaceOn creates a fresh namespace through c.
+func namespaceOn(t testing.TB, c client.Client) string {
+	t.Helper()
 	name := fmt.Sprintf("t%d-%d", nsCounter.Add(1), time.Now().UnixNano()%100000)
-	require.NoError(t, k8s.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}))
+	require.NoError(t, c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}))
 	// Pods need their ServiceAccount to exist; no controller-manager creates it here.
-	require.NoError(t, k8s.Create(context.Background(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "agent", Namespace: name}}))
+	require.NoError(t, c.Create(context.Background(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "agent", Namespace: name}}))
 	return name
 }
 
@@ -140,8 +149,13 @@ func newTask(ns, name string) *v1alpha1.Task {
 
 func create(t testing.TB, objs ...client.Object) {
 	t.Helper()
+	createOn(t, k8s, objs...)
+}
+
+func createOn(t testing.TB, c client.Client, objs ...client.Object) {
+	t.Helper()
 	for _, o := range objs {
-		require.NoError(t, k8s.Create(context.Background(), o))
+		require.NoError(t, c.Create(context.Background(), o))
 	}
 }
 
