@@ -171,6 +171,7 @@ func (br *bursts) run(b *testing.B) {
 type running struct {
 	*controllerProcess
 	firstAdmission time.Duration
+	ns             string // where its first Task runs
 }
 
 // launch starts the controller binary against s, with a Task waiting for
@@ -182,7 +183,7 @@ func launch(b *testing.B, bin string, s *apiServer, kubeconfig, name string) run
 	defer w.stop()
 	p := startBinary(b, bin, kubeconfig, ns)
 	w.waitFor(b, "the first Task Running under the controller binary "+name, func() bool { _, ok := w.running["first"]; return ok })
-	return running{controllerProcess: p, firstAdmission: w.runningTimes()["first"].Sub(p.started)}
+	return running{controllerProcess: p, firstAdmission: w.runningTimes()["first"].Sub(p.started), ns: ns}
 }
 
 // runPhase starts the controller binary on the cluster, measures it, and
@@ -248,6 +249,8 @@ func runPhase(b *testing.B, bin string, cluster *apiServer, kubeconfig, name str
 		b.Logf("%s: raw %.0f Jobs/s before, %.0f after the cleanup: ratio %.3f", name, on.rawBefore, rawAfter, r.ratio)
 	}
 	p.stop(b)
+	// The first Task would be work in flight for the next phase.
+	cluster.deleteAll(b, p.ns)
 	b.Logf("%s: RSS %.1f MiB (peak %.1f MiB, %.1f MiB after the bursts), first admission %s after start, bursts at %.0f Tasks/s (ratio %.3f), empty reference at %.0f Tasks/s (ratio %.3f), cleanup %s",
 		name, r.rss/1024, r.peak/1024, r.rssAfter/1024, r.firstAdmission.Round(time.Millisecond), r.rate, r.ratio, r.emptyRate, r.emptyRat, r.cleanup.Round(time.Second))
 	return r
