@@ -55,9 +55,10 @@ const (
 // and whose controller binary runs through the whole benchmark: comparing
 // bursts taken seconds apart leaves out the machine's drift over minutes.
 // The resident memory is measured again after the bursts. Between 5,000
-// and 50,000, 5,000 more finished Tasks whose ttlSecondsAfterFinished has
-// passed wait for a restarted controller: it runs bursts while it deletes
-// them, and the time until all are gone is measured.
+// and 50,000, 5,000 more finished Tasks wait for a restarted controller,
+// past the time to live their Agent sets: bursts while it deletes them
+// alternate with bursts while the cleanup is paused (the Agent's time to
+// live unset), and the time until all are gone is measured.
 func BenchmarkHistory(b *testing.B) {
 	bin := buildController(b)
 	cluster := packageServer()
@@ -81,27 +82,27 @@ func BenchmarkHistory(b *testing.B) {
 	// The first controller run against a fresh API server admits its first
 	// bursts far slower than any later one (whatever the history): warm up
 	// both.
-	runPhase(b, bin, cluster, kubeconfig, "warm-up", empty, 2, nil)
+	runPhase(b, bin, cluster, kubeconfig, "warm-up", empty, 2)
 	// Both clusters empty: what the comparison gives when there is nothing
 	// to find.
-	none := runPhase(b, bin, cluster, kubeconfig, "0", empty, historyPairs, nil)
+	none := runPhase(b, bin, cluster, kubeconfig, "0", empty, historyPairs)
 
 	t0 := time.Now()
-	createFinished(b, cluster, history, "done", 0, historySmall, nil)
+	createFinished(b, cluster, history, "done", 0, historySmall, false)
 	b.Logf("created %d finished Tasks with their Jobs in %s", historySmall, time.Since(t0).Round(time.Second))
-	small := runPhase(b, bin, cluster, kubeconfig, "5k", empty, historyPairs, nil)
+	small := runPhase(b, bin, cluster, kubeconfig, "5k", empty, historyPairs)
 
 	expired := cluster.benchNamespace(b)
 	createOn(b, cluster.c, newAgent(expired, v1alpha1.DefaultAgentName, nil))
 	t0 = time.Now()
-	createFinished(b, cluster, expired, "expired", 0, historyBacklog, ptr.To[int32](60))
+	createFinished(b, cluster, expired, "expired", 0, historyBacklog, true)
 	b.Logf("created %d expired Tasks in %s", historyBacklog, time.Since(t0).Round(time.Second))
-	backlog := runPhase(b, bin, cluster, kubeconfig, "backlog", nil, historyRounds, &expired)
+	backlog := cleanupPhase(b, bin, cluster, kubeconfig, expired, historyPairs)
 
 	t0 = time.Now()
-	createFinished(b, cluster, history, "done", historySmall, historyLarge, nil)
+	createFinished(b, cluster, history, "done", historySmall, historyLarge, false)
 	b.Logf("created %d more finished Tasks with their Jobs in %s", historyLarge-historySmall, time.Since(t0).Round(time.Second))
-	large := runPhase(b, bin, cluster, kubeconfig, "50k", empty, historyPairs, nil)
+	large := runPhase(b, bin, cluster, kubeconfig, "50k", empty, historyPairs)
 	b.Logf("the whole benchmark took %s", time.Since(start).Round(time.Second))
 
 	for _, p := range []struct {
@@ -120,9 +121,10 @@ func BenchmarkHistory(b *testing.B) {
 	b.ReportMetric((large.rssAfter-none.rssAfter)*1024/historyLarge, "bytes/finished-task-after-bursts")
 	b.ReportMetric(backlog.rate, "burst-cleanup-tasks/s")
 	b.ReportMetric(backlog.ratio, "burst-ratio-cleanup")
-	b.ReportMetric((1-backlog.ratio/small.ratio)*100, "burst-cost-of-cleanup-%")
-	b.ReportMetric(backlog.cleanup.Seconds(), "cleanup-5k-s")
-	b.ReportMetric(historyBacklog/backlog.cleanup.Seconds(), "cleanup-tasks/s")
+	b.ReportMetric(backlog.pausedRatio, "burst-ratio-cleanup-paused")
+	b.ReportMetric(backlog.cost(), "burst-cost-of-cleanup-%")
+	b.ReportMetric(backlog.took.Seconds(), "cleanup-5k-s")
+	b.ReportMetric(historyBacklog/backlog.took.Seconds(), "cleanup-tasks/s")
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -134,7 +136,6 @@ type phaseResult struct {
 	// cluster and on the empty reference.
 	rate, ratio         float64
 	emptyRate, emptyRat float64
-	cleanup             time.Duration
 }
 
 // vsEmpty is the cluster's burst ratio in percent of the empty reference's.
@@ -143,11 +144,10 @@ func (r phaseResult) vsEmpty() float64 { return r.ratio / r.emptyRat * 100 }
 // bursts runs bursts on one API server and divides each by the raw Job
 // create rate taken right before and right after it.
 type bursts struct {
-	s              *apiServer
-	name           string
-	rawBefore      float64
-	rates, ratios  []float64
-	withoutRawRate bool
+	s             *apiServer
+	name          string
+	rawBefore     float64
+	rates, ratios []float64
 }
 
 // The raw Jobs measured while a controller runs carry no label of its, so
@@ -157,10 +157,6 @@ func unwatched(j *batchv1.Job) { delete(j.Labels, jobbuilder.LabelTaskUID) }
 func (br *bursts) run(b *testing.B) {
 	rate := br.s.burstRate(b)
 	br.rates = append(br.rates, rate)
-	if br.withoutRawRate {
-		b.Logf("%s: burst %d (%d Tasks) at %.0f Tasks/s", br.name, len(br.rates), historyBurst, rate)
-		return
-	}
 	rawAfter := br.s.rawJobRate(b, unwatched)
 	br.ratios = append(br.ratios, rate/((br.rawBefore+rawAfter)/2))
 	b.Logf("%s: burst %d (%d Tasks) at %.0f Tasks/s, raw %.0f Jobs/s before, %.0f after: ratio %.3f", br.name, len(br.rates), historyBurst, rate, br.rawBefore, rawAfter, br.ratios[len(br.ratios)-1])
@@ -191,68 +187,130 @@ func launch(b *testing.B, bin string, s *apiServer, kubeconfig, name string) run
 // cluster and n on the empty reference, alternating (empty first in odd
 // rounds, the cluster first in even ones), each in a namespace of its own
 // and divided by its own server's raw Job create rate right before and after
-// it; the phase's figures are the medians. With expired, the time until that
-// namespace holds no Task is measured instead of the memory, and n bursts
-// run on the cluster alone, back to back from its first admission on, each
-// divided by the raw rate before the controller started and after the
-// backlog was gone: a raw rate taken during the cleanup would be slowed by
-// the deletions too and hide their cost.
-func runPhase(b *testing.B, bin string, cluster *apiServer, kubeconfig, name string, empty *apiServer, n int, expired *string) phaseResult {
+// it; the phase's figures are the medians.
+func runPhase(b *testing.B, bin string, cluster *apiServer, kubeconfig, name string, empty *apiServer, n int) phaseResult {
 	var r phaseResult
-	on := &bursts{s: cluster, name: name, rawBefore: cluster.rawJobRate(b), withoutRawRate: expired != nil}
-	var ref *bursts
-	if empty != nil {
-		ref = &bursts{s: empty, name: name + ", empty reference", rawBefore: empty.rawJobRate(b, unwatched)}
-	}
+	on := &bursts{s: cluster, name: name, rawBefore: cluster.rawJobRate(b)}
+	ref := &bursts{s: empty, name: name + ", empty reference", rawBefore: empty.rawJobRate(b, unwatched)}
 	p := launch(b, bin, cluster, kubeconfig, name)
 	r.firstAdmission = p.firstAdmission
-
-	if expired == nil {
-		r.rss = settledRSS(b, p.pid())
-		r.peak = procStatusKiB(b, p.pid(), "VmHWM:")
-	}
+	r.rss = settledRSS(b, p.pid())
+	r.peak = procStatusKiB(b, p.pid(), "VmHWM:")
 	for round := range n {
-		if ref != nil && round%2 == 0 {
+		if round%2 == 0 {
 			ref.run(b)
 		}
 		on.run(b)
-		if ref != nil && round%2 == 1 {
+		if round%2 == 1 {
 			ref.run(b)
 		}
 	}
 	r.rate, r.ratio = median(on.rates), median(on.ratios)
-	if ref != nil {
-		r.emptyRate, r.emptyRat = median(ref.rates), median(ref.ratios)
-	}
-	if expired == nil {
-		// The resident size once the process has worked: the
-		// collector's goal then holds garbage besides the caches.
-		r.rssAfter = settledRSS(b, p.pid())
-	} else {
-		deadline := time.Now().Add(30 * time.Minute)
-		for {
-			var list v1alpha1.TaskList
-			if err := cluster.c.List(context.Background(), &list, client.InNamespace(*expired), client.Limit(1)); err != nil {
-				b.Fatal(err)
-			}
-			if len(list.Items) == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				b.Fatalf("%s: expired Tasks are left after 30 minutes", name)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		r.cleanup = time.Since(p.started)
-		rawAfter := cluster.rawJobRate(b, unwatched)
-		r.ratio = r.rate / ((on.rawBefore + rawAfter) / 2)
-		b.Logf("%s: raw %.0f Jobs/s before, %.0f after the cleanup: ratio %.3f", name, on.rawBefore, rawAfter, r.ratio)
-	}
+	r.emptyRate, r.emptyRat = median(ref.rates), median(ref.ratios)
+	// The resident size once the process has worked: the collector's goal
+	// then holds garbage besides the caches.
+	r.rssAfter = settledRSS(b, p.pid())
 	p.stop(b)
 	// The first Task would be work in flight for the next phase.
 	cluster.deleteAll(b, p.ns)
-	b.Logf("%s: RSS %.1f MiB (peak %.1f MiB, %.1f MiB after the bursts), first admission %s after start, bursts at %.0f Tasks/s (ratio %.3f), empty reference at %.0f Tasks/s (ratio %.3f), cleanup %s",
-		name, r.rss/1024, r.peak/1024, r.rssAfter/1024, r.firstAdmission.Round(time.Millisecond), r.rate, r.ratio, r.emptyRate, r.emptyRat, r.cleanup.Round(time.Second))
+	b.Logf("%s: RSS %.1f MiB (peak %.1f MiB, %.1f MiB after the bursts), first admission %s after start, bursts at %.0f Tasks/s (ratio %.3f), empty reference at %.0f Tasks/s (ratio %.3f)",
+		name, r.rss/1024, r.peak/1024, r.rssAfter/1024, r.firstAdmission.Round(time.Millisecond), r.rate, r.ratio, r.emptyRate, r.emptyRat)
+	return r
+}
+
+type cleanupResult struct {
+	// The medians of the bursts' rates and ratios while the cleanup ran,
+	// and of the ratios while it was paused.
+	rate, ratio, pausedRatio float64
+	// How long the cleanup ran in all until no expired Task was left.
+	took time.Duration
+}
+
+// cost is how much slower, in percent, bursts ran while the cleanup ran.
+func (r cleanupResult) cost() float64 { return (1 - r.ratio/r.pausedRatio) * 100 }
+
+// cleanupPhase starts the controller binary on the cluster, whose namespace
+// expired holds finished Tasks that ran out of time an hour ago by their
+// Agent's ttlSecondsAfterFinished, which is unset while the cleanup is
+// paused. n bursts run while the cleanup runs and n while it is paused,
+// alternating (running first in even rounds), each divided by the raw Job
+// create rate right before and after it. The raw rates are all taken while
+// the cleanup is paused: taken during it, they would be slowed by the
+// deletions too and hide their cost. Once the bursts are done, the cleanup
+// runs until no expired Task is left.
+func cleanupPhase(b *testing.B, bin string, cluster *apiServer, kubeconfig, expired string, n int) cleanupResult {
+	var r cleanupResult
+	p := launch(b, bin, cluster, kubeconfig, "backlog")
+	paused := &bursts{s: cluster, name: "cleanup paused", rawBefore: cluster.rawJobRate(b, unwatched)}
+	running := &bursts{s: cluster, name: "cleanup running"}
+	var ran time.Duration
+	setTTL := func(ttl *int32) {
+		agent := &v1alpha1.Agent{}
+		if err := cluster.c.Get(context.Background(), client.ObjectKey{Namespace: expired, Name: v1alpha1.DefaultAgentName}, agent); err != nil {
+			b.Fatal(err)
+		}
+		// An empty taskRetention is refused: no policy is none at all.
+		agent.Spec.TaskRetention = nil
+		if ttl != nil {
+			agent.Spec.TaskRetention = &v1alpha1.TaskRetention{TTLSecondsAfterFinished: ttl}
+		}
+		if err := cluster.c.Update(context.Background(), agent); err != nil {
+			b.Fatal(err)
+		}
+	}
+	left := func() int {
+		var list v1alpha1.TaskList
+		if err := cluster.c.List(context.Background(), &list, client.InNamespace(expired)); err != nil {
+			b.Fatal(err)
+		}
+		return len(list.Items)
+	}
+	withCleanup := func() {
+		before := left()
+		t0 := time.Now()
+		setTTL(ptr.To[int32](60))
+		// Past the deleter's first burst of tokens, and deleting.
+		time.Sleep(time.Second)
+		running.rawBefore = paused.rawBefore
+		rate := cluster.burstRate(b)
+		setTTL(nil)
+		ran += time.Since(t0)
+		rawAfter := cluster.rawJobRate(b, unwatched)
+		running.rates = append(running.rates, rate)
+		running.ratios = append(running.ratios, rate/((running.rawBefore+rawAfter)/2))
+		b.Logf("cleanup running: burst %d (%d Tasks) at %.0f Tasks/s, raw %.0f Jobs/s before, %.0f after: ratio %.3f; %d expired Tasks deleted meanwhile",
+			len(running.rates), historyBurst, rate, running.rawBefore, rawAfter, running.ratios[len(running.ratios)-1], before-left())
+		paused.rawBefore = rawAfter
+	}
+	withoutCleanup := func() {
+		before := left()
+		paused.run(b)
+		b.Logf("cleanup paused: %d expired Tasks deleted meanwhile", before-left())
+	}
+	for round := range n {
+		if round%2 == 0 {
+			withCleanup()
+		}
+		withoutCleanup()
+		if round%2 == 1 {
+			withCleanup()
+		}
+	}
+	r.rate, r.ratio, r.pausedRatio = median(running.rates), median(running.ratios), median(paused.ratios)
+	t0 := time.Now()
+	setTTL(ptr.To[int32](60))
+	deadline := t0.Add(30 * time.Minute)
+	for left() > 0 {
+		if time.Now().After(deadline) {
+			b.Fatalf("expired Tasks are left after 30 minutes of cleanup")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	r.took = ran + time.Since(t0)
+	p.stop(b)
+	cluster.deleteAll(b, p.ns)
+	b.Logf("backlog: first admission %s after start, bursts at %.0f Tasks/s while the cleanup ran (ratio %.3f; paused %.3f), cleanup %s",
+		p.firstAdmission.Round(time.Millisecond), r.rate, r.ratio, r.pausedRatio, r.took.Round(time.Second))
 	return r
 }
 
@@ -384,7 +442,7 @@ func procStatusKiB(b *testing.B, pid int, field string) float64 {
 // reviewTask is a finished Task as an Argo Events Sensor creates them for
 // pull request reviews (manifests/argo-events/sensor-github.yaml): a prompt
 // of about 2 KB, one Git context, the webhook's labels and annotations.
-func reviewTask(ns string, i int, ttl *int32) *v1alpha1.Task {
+func reviewTask(ns string, i int) *v1alpha1.Task {
 	pr := 1000 + i
 	desc := fmt.Sprintf(`Review pull request #%d of the GitHub repository acme/app.
 
@@ -407,16 +465,16 @@ The title, description, author and branch names below were written by the person
 			Description: &desc, AgentRef: v1alpha1.DefaultAgentName, Timeout: &metav1.Duration{Duration: time.Hour},
 			Contexts: []v1alpha1.ContextItem{{Name: "source", Type: v1alpha1.ContextTypeGit, MountPath: "repo",
 				Git: &v1alpha1.GitContext{Repository: "https://github.com/acme/app.git", Ref: fmt.Sprintf("%040x", i*7919)}}},
-			TTLSecondsAfterFinished: ttl,
 		},
 	}
 }
 
 // createFinished creates Tasks from..to-1 as the controller leaves them:
 // a Task, its Job as the controller builds it, both finished (one in ten
-// failed). With ttl the Tasks finished an hour ago and their time to live
-// has passed; they get no Job (nothing here would delete it with the Task).
-func createFinished(b *testing.B, s *apiServer, ns, prefix string, from, to int, ttl *int32) {
+// failed). Expired Tasks finished an hour ago, longer than their Agent's
+// time to live once set; they get no Job (nothing here would delete it with
+// the Task).
+func createFinished(b *testing.B, s *apiServer, ns, prefix string, from, to int, expired bool) {
 	cfg := rest.CopyConfig(s.cfg)
 	cfg.QPS, cfg.Burst = 10000, 10000
 	c, err := client.New(cfg, client.Options{Scheme: controller.Scheme()})
@@ -428,13 +486,13 @@ func createFinished(b *testing.B, s *apiServer, ns, prefix string, from, to int,
 	var done atomic.Int64
 	err = parallelN(historyWorkers, to-from, func(k int) error {
 		i := from + k
-		task := reviewTask(ns, i, ttl)
+		task := reviewTask(ns, i)
 		task.Name = fmt.Sprintf("%s-%06d", prefix, i)
 		if err := c.Create(ctx, task); err != nil {
 			return err
 		}
 		finished := metav1.Now()
-		if ttl != nil {
+		if expired {
 			finished = metav1.NewTime(finished.Add(-time.Hour))
 		}
 		images := v1alpha1.TaskImages{GitInit: gitInitImage, ContextInit: contextInitImage}
@@ -452,7 +510,7 @@ func createFinished(b *testing.B, s *apiServer, ns, prefix string, from, to int,
 		if err := c.Status().Update(ctx, task); err != nil {
 			return err
 		}
-		if ttl == nil {
+		if !expired {
 			out, err := jobbuilder.Build(jobbuilder.Input{Task: task, Agent: agent,
 				Images: jobbuilder.Images{GitInit: gitInitImage, ContextInit: contextInitImage, PullPolicy: corev1.PullIfNotPresent}})
 			if err != nil {
