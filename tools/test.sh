@@ -31,6 +31,20 @@ if [ ${#need[@]} -gt 0 ]; then
 	fi
 fi
 
+section "No build output in the tree"
+go run ./tools/treecheck
+# Every binary \`go build\` would write (at the root, or in the package's
+# directory) is ignored, so it cannot be added by accident.
+for pkg in $(go list -f '{{if eq .Name "main"}}{{.Dir}}{{end}}' ./...); do
+	rel=${pkg#"$PWD"/}
+	for out in "${pkg##*/}" "$rel/${pkg##*/}"; do
+		if ! git check-ignore -q --no-index "$out"; then
+			echo "$out (what go build writes for $rel) is not in .gitignore: add /$out" >&2
+			exit 1
+		fi
+	done
+done
+
 section "Generated files (deepcopy, CRDs, RBAC) match the sources"
 tools/generate.sh --check
 
