@@ -79,13 +79,14 @@ type AgentSpec struct {
 	// the model (OPENCODE_MODEL) or OpenCode's configuration
 	// (OPENCODE_CONFIG_CONTENT); give API keys as credentials. A value may
 	// refer to another variable as $(NAME). The controller's own variables
-	// (TASK_NAME, TASK_NAMESPACE, AGENT_NAME, WORKSPACE_DIR, TASK_FILE) and
-	// the credentials' variables cannot be set here.
+	// (TASK_NAME, TASK_NAMESPACE, AGENT_NAME, WORKSPACE_DIR, TASK_FILE,
+	// KUBEOPENCODE_GIT_CONTEXTS, KUBEOPENCODE_CREDENTIAL_ENV) and the
+	// credentials' variables cannot be set here.
 	// +optional
 	// +listType=map
 	// +listMapKey=name
 	// +kubebuilder:validation:MaxItems=128
-	// +kubebuilder:validation:XValidation:rule="self.all(e, !(e.name in ['TASK_NAME', 'TASK_NAMESPACE', 'AGENT_NAME', 'WORKSPACE_DIR', 'TASK_FILE']))",message="env must not set TASK_NAME, TASK_NAMESPACE, AGENT_NAME, WORKSPACE_DIR or TASK_FILE: the controller sets them for every Task"
+	// +kubebuilder:validation:XValidation:rule="self.all(e, !(e.name in ['TASK_NAME', 'TASK_NAMESPACE', 'AGENT_NAME', 'WORKSPACE_DIR', 'TASK_FILE', 'KUBEOPENCODE_GIT_CONTEXTS', 'KUBEOPENCODE_CREDENTIAL_ENV']))",message="env must not set TASK_NAME, TASK_NAMESPACE, AGENT_NAME, WORKSPACE_DIR, TASK_FILE, KUBEOPENCODE_GIT_CONTEXTS or KUBEOPENCODE_CREDENTIAL_ENV: the controller sets them for every Task"
 	Env []corev1.EnvVar `json:"env,omitempty"`
 
 	// Credentials are Secrets given to the agent container as environment

@@ -42,6 +42,8 @@ func (p TaskPhase) IsTerminal() bool {
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Agent",type=string,JSONPath=`.status.agent`
 // +kubebuilder:printcolumn:name="Job",type=string,JSONPath=`.status.jobName`
+// +kubebuilder:printcolumn:name="Tokens",type=integer,JSONPath=`.status.results.usage.totalTokens`
+// +kubebuilder:printcolumn:name="Cost",type=string,JSONPath=`.status.results.usage.costUSD`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 
 // Task is one run of an AI coding agent: a prompt (description) and the
@@ -150,6 +152,22 @@ type TaskStatus struct {
 	// +optional
 	ExitCode *int32 `json:"exitCode,omitempty"`
 
+	// Results is what the agent reported when it ended: its final answer,
+	// what it did in each Git context, a pull request, its model usage. It
+	// is data the agent container printed (see api/contract/results.go), set
+	// together with the terminal phase; the phase itself comes from the
+	// agent's exit code, never from the results.
+	// +optional
+	Results *TaskResults `json:"results,omitempty"`
+
+	// Transcript names the Task-owned ConfigMap that keeps the agent's
+	// output (its text, tool calls and their output, its final answer) for
+	// the Task's lifetime, after its pod is gone: the ConfigMap is named
+	// after the Task's Job, <task>-transcript for most Tasks. Read it with
+	//   kubectl get configmap "$(kubectl get task NAME -o jsonpath='{.status.transcript.configMap}')" -o jsonpath='{.data.transcript}'
+	// +optional
+	Transcript *TranscriptStatus `json:"transcript,omitempty"`
+
 	// Conditions: Ready (inputs resolved), Queued, Succeeded, Stopped.
 	// +optional
 	// +listType=map
@@ -181,6 +199,126 @@ type RepositoryStatus struct {
 	// +optional
 	// +listType=atomic
 	SubmodulesLeftOut []string `json:"submodulesLeftOut,omitempty"`
+}
+
+// TaskResults is what the agent reported.
+type TaskResults struct {
+	// Summary is the agent's final answer, at most 4 KiB: a longer one is
+	// cut at a character boundary and ends in a marker saying how much.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Summary string `json:"summary,omitempty"`
+
+	// PullRequestURL is the pull (or merge) request the agent opened or
+	// named: for agent-opencode, the last such URL in the model's text or
+	// its tools' output (docs/results.md gives the rule).
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	PullRequestURL string `json:"pullRequestURL,omitempty"`
+
+	// Repositories say what the agent left in each Git context's checkout.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	Repositories []RepositoryResult `json:"repositories,omitempty"`
+
+	// Usage is the model usage summed over the run.
+	// +optional
+	Usage *TaskUsage `json:"usage,omitempty"`
+
+	// Message says why results are missing or incomplete, for example an
+	// agent image that reports none or a results line that could not be
+	// read. Empty when the agent reported its results.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+}
+
+// RepositoryResult is what the agent left in one Git context's checkout.
+type RepositoryResult struct {
+	// MountPath is the Git context's mountPath.
+	// +kubebuilder:validation:MaxLength=4096
+	MountPath string `json:"mountPath"`
+	// Commit is the commit HEAD pointed to when the agent ended.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Commit string `json:"commit,omitempty"`
+	// BaseCommit is the commit git-init checked out: the diff counts are
+	// against it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	BaseCommit string `json:"baseCommit,omitempty"`
+	// Dirty says the checkout held changes that were not committed
+	// (untracked files included, ignored files not).
+	// +optional
+	Dirty bool `json:"dirty,omitempty"`
+	// FilesChanged, Insertions and Deletions compare what the agent left
+	// (commits and uncommitted changes alike) with BaseCommit.
+	// +optional
+	FilesChanged int64 `json:"filesChanged,omitempty"`
+	// +optional
+	Insertions int64 `json:"insertions,omitempty"`
+	// +optional
+	Deletions int64 `json:"deletions,omitempty"`
+	// PushedBranches are the branches of the checkout's origin that pointed
+	// at a commit the agent made when it ended, with their commit as the
+	// remote reported it.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=20
+	PushedBranches []PushedBranch `json:"pushedBranches,omitempty"`
+	// Error says why some of these facts are missing.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Error string `json:"error,omitempty"`
+}
+
+// PushedBranch is a branch on the remote and its commit there.
+type PushedBranch struct {
+	// +kubebuilder:validation:MaxLength=255
+	Name string `json:"name"`
+	// +kubebuilder:validation:MaxLength=64
+	Commit string `json:"commit"`
+}
+
+// TaskUsage is the model usage of a run.
+type TaskUsage struct {
+	// +optional
+	InputTokens int64 `json:"inputTokens,omitempty"`
+	// +optional
+	OutputTokens int64 `json:"outputTokens,omitempty"`
+	// +optional
+	ReasoningTokens int64 `json:"reasoningTokens,omitempty"`
+	// +optional
+	CacheReadTokens int64 `json:"cacheReadTokens,omitempty"`
+	// +optional
+	CacheWriteTokens int64 `json:"cacheWriteTokens,omitempty"`
+	// TotalTokens is the sum of the five counts above.
+	// +optional
+	TotalTokens int64 `json:"totalTokens,omitempty"`
+	// Steps is the number of model steps.
+	// +optional
+	Steps int64 `json:"steps,omitempty"`
+	// CostUSD is the cost in US dollars as the agent computed it, a
+	// decimal with six digits after the point, for example "0.004200".
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	CostUSD string `json:"costUSD,omitempty"`
+}
+
+// TranscriptStatus describes the Task's transcript.
+type TranscriptStatus struct {
+	// ConfigMap is the name of the Task-owned ConfigMap, in the Task's
+	// namespace, whose key "transcript" holds the transcript.
+	ConfigMap string `json:"configMap"`
+	// Bytes is the size of the agent's output so far.
+	// +optional
+	Bytes int64 `json:"bytes,omitempty"`
+	// Truncated says the output was larger than the 1 MiB kept: the
+	// transcript keeps its beginning and its end, with a line saying how
+	// much was left out between them.
+	// +optional
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // +kubebuilder:object:root=true

@@ -69,7 +69,7 @@ func startGitServers(dir string) (*gitServers, error) {
 		return nil, err
 	}
 	if g.httpSrv, err = gittest.StartHTTPServer(g.root, gittest.HTTPOptions{
-		Host: host, Username: g.username, Password: g.password,
+		Host: host, Username: g.username, Password: g.password, Push: true,
 	}); err != nil {
 		return nil, err
 	}
@@ -83,6 +83,16 @@ func startGitServers(dir string) (*gitServers, error) {
 	g.sshKeyPEM = g.sshSrv.ClientKeyPEM
 	g.knownHostLine = g.sshSrv.KnownHostsLine()
 	return g, nil
+}
+
+// pushable copies real.git to a repository of its own that the test's
+// agent may push to, and returns its URL and its directory on the host.
+func (g *gitServers) pushable(t *testing.T) (url, dir string) {
+	t.Helper()
+	name := "push-" + randomHex(6) + ".git"
+	dir = filepath.Join(g.root, name)
+	gittest.Git(t, g.root, "clone", "-q", "--bare", filepath.Join(g.root, "real.git"), dir)
+	return g.httpSrv.URL + "/" + name, dir
 }
 
 // bridgeAddress is the IPv4 address of the pod bridge, where pods reach

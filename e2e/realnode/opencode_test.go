@@ -122,7 +122,7 @@ func TestOpenCodeCompletesTask(t *testing.T) {
 	assert.Contains(t, out, "[tool read] completed")
 	assert.Contains(t, out, "[tool write] completed")
 	assert.Contains(t, out, "[tool bash] completed")
-	assert.Contains(t, out, "final answer:\nWrote summary.txt from the README.")
+	assert.Contains(t, out, "final answer: Wrote summary.txt from the README.")
 	assert.NotContains(t, out, "scripted-key-for-e2e", "the API key is not in the agent's output")
 }
 

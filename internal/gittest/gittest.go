@@ -177,6 +177,8 @@ type HTTPOptions struct {
 	AllowReachableSHA1 bool
 	// FailFirst answers that many requests with 503 before serving.
 	FailFirst int32
+	// Push lets clients push (git http-backend's http.receivepack).
+	Push bool
 	// TLS serves HTTPS with a self-signed certificate, valid for 127.0.0.1
 	// only; see HTTPServer.CertFile.
 	TLS bool
@@ -248,6 +250,9 @@ func startHTTPServer(root string, opts HTTPOptions, certDir string) (*HTTPServer
 		"HOME=" + root,
 	}
 	cfg := [][2]string{{"safe.directory", "*"}}
+	if opts.Push {
+		cfg = append(cfg, [2]string{"http.receivepack", "true"})
+	}
 	if opts.AllowReachableSHA1 {
 		cfg = append(cfg, [2]string{"uploadpack.allowReachableSHA1InWant", "true"})
 	}

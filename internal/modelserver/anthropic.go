@@ -65,7 +65,15 @@ func anthropicResponse(id, model string, reply Reply) map[string]any {
 	return map[string]any{
 		"id": "msg_" + id, "type": "message", "role": "assistant", "model": model,
 		"content": content, "stop_reason": stop, "stop_sequence": nil,
-		"usage": map[string]any{"input_tokens": 100, "output_tokens": 20},
+		"usage": anthropicUsage(reply.usage(), reply.usage().OutputTokens),
+	}
+}
+
+// anthropicUsage is u as Anthropic reports it, with output tokens so far.
+func anthropicUsage(u Usage, output int64) map[string]any {
+	return map[string]any{
+		"input_tokens": u.InputTokens, "output_tokens": output,
+		"cache_read_input_tokens": u.CacheReadTokens, "cache_creation_input_tokens": u.CacheWriteTokens,
 	}
 }
 
@@ -77,7 +85,7 @@ func streamAnthropic(w responseWriter, id, model string, reply Reply) {
 	s := newSSE(w)
 	s.event("message_start", map[string]any{"type": "message_start", "message": map[string]any{
 		"id": "msg_" + id, "type": "message", "role": "assistant", "model": model, "content": []any{},
-		"stop_reason": nil, "stop_sequence": nil, "usage": map[string]any{"input_tokens": 100, "output_tokens": 1},
+		"stop_reason": nil, "stop_sequence": nil, "usage": anthropicUsage(reply.usage(), 1),
 	}})
 	s.event("ping", map[string]any{"type": "ping"})
 	index := 0
@@ -101,6 +109,6 @@ func streamAnthropic(w responseWriter, id, model string, reply Reply) {
 		index++
 		stop = "tool_use"
 	}
-	s.event("message_delta", map[string]any{"type": "message_delta", "delta": map[string]any{"stop_reason": stop, "stop_sequence": nil}, "usage": map[string]any{"output_tokens": 20}})
+	s.event("message_delta", map[string]any{"type": "message_delta", "delta": map[string]any{"stop_reason": stop, "stop_sequence": nil}, "usage": map[string]any{"output_tokens": reply.usage().OutputTokens}})
 	s.event("message_stop", map[string]any{"type": "message_stop"})
 }

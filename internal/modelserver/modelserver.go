@@ -38,6 +38,33 @@ type Reply struct {
 	// Hold keeps the request open without an answer until the client goes
 	// away or Hold passes, as a model that is still thinking.
 	Hold time.Duration
+	// Usage is the usage the reply reports; DefaultUsage when nil.
+	Usage *Usage
+}
+
+// Usage is the token usage a reply reports, in the terms of Anthropic's
+// API: InputTokens are the prompt tokens neither read from nor written to
+// the prompt cache. The OpenAI protocol reports it as its providers do:
+// prompt_tokens is every prompt token (InputTokens + CacheReadTokens +
+// CacheWriteTokens), prompt_tokens_details.cached_tokens is
+// CacheReadTokens; OpenAI has no field for cache writes, so
+// CacheWriteTokens appear there only within prompt_tokens.
+type Usage struct {
+	InputTokens      int64
+	OutputTokens     int64
+	CacheReadTokens  int64
+	CacheWriteTokens int64
+}
+
+// DefaultUsage is what a reply without Usage reports.
+var DefaultUsage = Usage{InputTokens: 100, OutputTokens: 20}
+
+// usage is the reply's usage, or DefaultUsage.
+func (r Reply) usage() Usage {
+	if r.Usage != nil {
+		return *r.Usage
+	}
+	return DefaultUsage
 }
 
 // ToolCall is one call of a tool the agent offered.

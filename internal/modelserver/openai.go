@@ -113,7 +113,18 @@ func openAIResponse(id, model string, reply Reply) map[string]any {
 	return map[string]any{
 		"id": "chatcmpl-" + id, "object": "chat.completion", "created": time.Now().Unix(), "model": model,
 		"choices": []map[string]any{{"index": 0, "message": msg, "finish_reason": finish}},
-		"usage":   map[string]any{"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+		"usage":   openAIUsage(reply.usage()),
+	}
+}
+
+// openAIUsage is u as OpenAI reports it: prompt_tokens counts the cached
+// tokens too, and prompt_tokens_details says how many of them were cached.
+func openAIUsage(u Usage) map[string]any {
+	prompt := u.InputTokens + u.CacheReadTokens + u.CacheWriteTokens
+	return map[string]any{
+		"prompt_tokens": prompt, "completion_tokens": u.OutputTokens, "total_tokens": prompt + u.OutputTokens,
+		"prompt_tokens_details":     map[string]any{"cached_tokens": u.CacheReadTokens},
+		"completion_tokens_details": map[string]any{"reasoning_tokens": 0},
 	}
 }
 
@@ -152,7 +163,7 @@ func streamOpenAI(w responseWriter, id, model string, reply Reply) {
 	s.event("", chunk(map[string]any{}, finish))
 	s.event("", map[string]any{
 		"id": "chatcmpl-" + id, "object": "chat.completion.chunk", "created": created, "model": model,
-		"choices": []any{}, "usage": map[string]any{"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+		"choices": []any{}, "usage": openAIUsage(reply.usage()),
 	})
 	s.event("", "[DONE]")
 }

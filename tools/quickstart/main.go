@@ -340,9 +340,63 @@ func runOnRealNode(ctx context.Context, c client.Client, cl *cluster.Cluster, ro
 		return nil, err
 	}
 	printAgentOutput(ctx, c, cl, final)
+	if err := printResults(ctx, c, final); err != nil {
+		return final, err
+	}
 	say("Task %s/%s Completed: its init containers and OpenCode ran in containers on node %s, from images pinned by digest",
 		final.Namespace, final.Name, cluster.RealNodeName)
 	return final, nil
+}
+
+// printResults shows the Task's results as `kubectl get task -o yaml` shows
+// them, deletes the Task's pod and reads the transcript, which the pod's
+// deletion does not take with it.
+func printResults(ctx context.Context, c client.Client, t *v1alpha1.Task) error {
+	say("What the Task kept (kubectl get task -n %s %s -o yaml, status.results and status.transcript)", t.Namespace, t.Name)
+	if t.Status.Results == nil || t.Status.Transcript == nil {
+		return fmt.Errorf("Task %s/%s ended without results or transcript", t.Namespace, t.Name)
+	}
+	kept, err := yaml.Marshal(map[string]any{"results": t.Status.Results, "transcript": t.Status.Transcript})
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(strings.TrimRight(string(kept), "\n"), "\n") {
+		fmt.Println("    " + line)
+	}
+	pods := &corev1.PodList{}
+	if err := c.List(ctx, pods, client.InNamespace(t.Namespace), client.MatchingLabels{"kubeopencode.io/task-uid": string(t.UID)}); err != nil {
+		return err
+	}
+	for i := range pods.Items {
+		if err := c.Delete(ctx, &pods.Items[i]); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+	}
+	if err := deploy.Poll(ctx, 2*time.Minute, func() (bool, error) {
+		left := &corev1.PodList{}
+		err := c.List(ctx, left, client.InNamespace(t.Namespace), client.MatchingLabels{"kubeopencode.io/task-uid": string(t.UID)})
+		return err == nil && len(left.Items) == 0, err
+	}); err != nil {
+		return fmt.Errorf("deleting the pod of Task %s/%s: %w", t.Namespace, t.Name, err)
+	}
+	cm := &corev1.ConfigMap{}
+	if err := c.Get(ctx, types.NamespacedName{Namespace: t.Namespace, Name: t.Status.Transcript.ConfigMap}, cm); err != nil {
+		return fmt.Errorf("reading the transcript of Task %s/%s: %w", t.Namespace, t.Name, err)
+	}
+	text := cm.Data["transcript"]
+	say("The pod is deleted; the transcript (%d bytes) is still there:", len(text))
+	fmt.Printf("    kubectl get configmap -n %s %s -o jsonpath='{.data.transcript}'\n", t.Namespace, t.Status.Transcript.ConfigMap)
+	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
+	const show = 8
+	for i, line := range lines {
+		if i == show && len(lines) > 2*show {
+			fmt.Printf("    … %d lines …\n", len(lines)-2*show)
+		}
+		if i < show || i >= len(lines)-show {
+			fmt.Println("    " + line)
+		}
+	}
+	return nil
 }
 
 // agentModel is how the sample Agent reaches its model.

@@ -177,13 +177,13 @@ func Collect(inputs []string) ([]File, error) {
 
 // InstallFiles keeps the files of manifests/ that install KubeOpenCode, the
 // set //:install_manifests globs in Bazel: everything but the Argo Events
-// examples, the samples and kustomization files. files are as Collect
+// and Argo Workflows examples, the samples and kustomization files. files are as Collect
 // returns them for the manifests/ directory.
 func InstallFiles(files []File) []File {
 	var out []File
 	for _, f := range files {
 		rel := filepath.ToSlash(f.Rel)
-		if strings.HasPrefix(rel, "argo-events/") || strings.HasPrefix(rel, "samples/") || filepath.Base(rel) == "kustomization.yaml" {
+		if strings.HasPrefix(rel, "argo-events/") || strings.HasPrefix(rel, "argo-workflows/") || strings.HasPrefix(rel, "samples/") || filepath.Base(rel) == "kustomization.yaml" {
 			continue
 		}
 		out = append(out, f)

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -58,6 +59,14 @@ type Options struct {
 	TaskDeletionBurst int
 	// SkipNameValidation allows several managers in one process (tests).
 	SkipNameValidation bool
+	// Logs opens agent containers' logs (nil: through the API server's
+	// pods/log, which is what a cluster needs; tests without a kubelet
+	// give their own).
+	Logs LogOpener
+	// TranscriptFlush and ResultsWait: see DefaultTranscriptFlush and
+	// DefaultResultsWait.
+	TranscriptFlush time.Duration
+	ResultsWait     time.Duration
 }
 
 // Scheme knows the built-in types and the kubeopencode.io types.
@@ -135,6 +144,14 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager,
 	if err != nil {
 		return nil, err
 	}
+	logs := o.Logs
+	if logs == nil {
+		clientset, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		logs = ClientsetLogOpener(clientset)
+	}
 	tasks := &TaskReconciler{
 		Client:          mgr.GetClient(),
 		APIReader:       mgr.GetAPIReader(),
@@ -143,6 +160,9 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager,
 		StuckPodTimeout: o.StuckPodTimeout,
 		PodCreateGrace:  o.PodCreateGrace,
 		StartupTimeout:  o.StartupTimeout,
+		Logs:            logs,
+		TranscriptFlush: o.TranscriptFlush,
+		ResultsWait:     o.ResultsWait,
 	}
 	if err := tasks.SetupWithManager(mgr, o.Workers); err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -27,7 +28,8 @@ import (
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
 // Pods are created only as server-side dry runs, to learn why a Job gets no pod.
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;create
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;create;update
+// +kubebuilder:rbac:groups="",resources=pods/log,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
@@ -67,6 +69,25 @@ func IndexTasks(ctx context.Context, mgr ctrl.Manager) error {
 func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 	r.admission = newAdmission()
 	r.kicks = make(chan event.GenericEvent, 1024)
+	if r.Logs != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		if err := mgr.Add(manager.RunnableFunc(func(c context.Context) error {
+			<-c.Done()
+			cancel()
+			return nil
+		})); err != nil {
+			cancel()
+			return err
+		}
+		r.transcripts = newTranscripts(ctx, r.Logs, r.Client, r.APIReader, r.TranscriptFlush, func(nn types.NamespacedName) {
+			t := &v1alpha1.Task{}
+			t.Namespace, t.Name = nn.Namespace, nn.Name
+			select {
+			case r.kicks <- event.GenericEvent{Object: t}:
+			case <-ctx.Done():
+			}
+		})
+	}
 	if r.serviceAccounts == nil {
 		r.serviceAccounts = newServiceAccounts(r.APIReader)
 	}
@@ -92,6 +113,9 @@ func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 					return
 				}
 				r.forget(t)
+				if r.transcripts != nil {
+					r.transcripts.forget(t.UID)
+				}
 				r.kick(ctx, q, t.Namespace, t.AgentName())
 			},
 		}).

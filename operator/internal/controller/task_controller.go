@@ -62,10 +62,19 @@ type TaskReconciler struct {
 	PodCreateGrace time.Duration
 	// StartupTimeout: see DefaultStartupTimeout.
 	StartupTimeout time.Duration
+	// Logs opens the agent container's log, from which the Task's
+	// transcript and results are read (see transcript.go); nil leaves Tasks
+	// without either.
+	Logs LogOpener
+	// TranscriptFlush: see DefaultTranscriptFlush.
+	TranscriptFlush time.Duration
+	// ResultsWait: see DefaultResultsWait.
+	ResultsWait time.Duration
 
 	admission       *admission
 	kicks           chan event.GenericEvent
 	serviceAccounts *serviceAccounts
+	transcripts     *transcripts
 	firstSeen       sync.Map // types.UID -> time.Time, for the admission latency metric
 	// started remembers the Jobs this process created (types.UID ->
 	// startedJob) until the Task's status records them. The cache can lag
@@ -411,7 +420,15 @@ func (r *TaskReconciler) follow(ctx context.Context, task *v1alpha1.Task) (recon
 		if err := r.APIReader.List(ctx, pods, client.InNamespace(task.Namespace), client.MatchingLabels{jobbuilder.LabelTaskUID: string(task.UID)}); err != nil {
 			return reconcile.Result{}, err
 		}
+		if wait := r.awaitLog(task, job, newestPod(pods.Items)); wait > 0 {
+			return reconcile.Result{RequeueAfter: wait}, nil
+		}
 		return reconcile.Result{}, r.finish(ctx, task, jobOutcome(job, pods.Items))
+	}
+	if r.transcripts != nil {
+		if p := newestPod(pods.Items); agentStarted(p) {
+			r.transcripts.ensure(task, p)
+		}
 	}
 	if !cached {
 		// A Job the cache does not show sends no more events here (it
@@ -534,6 +551,7 @@ func (r *TaskReconciler) stop(ctx context.Context, task *v1alpha1.Task) error {
 		}
 	}
 	patch := lockedPatch(task)
+	r.attachTranscript(task)
 	setCondition(task, v1alpha1.TaskConditionStopped, metav1.ConditionTrue, v1alpha1.ReasonUserStopped,
 		fmt.Sprintf("Stopped by the %s annotation.", v1alpha1.StopAnnotation))
 	r.terminate(task, v1alpha1.TaskPhaseFailed, v1alpha1.TaskConditionSucceeded, v1alpha1.ReasonStopped, "The Task was stopped before it finished.")
@@ -550,6 +568,7 @@ func (r *TaskReconciler) finish(ctx context.Context, task *v1alpha1.Task, o outc
 	patch := lockedPatch(task)
 	task.Status.ExitCode = o.exitCode
 	task.Status.Repositories = o.repos
+	r.attachTranscript(task)
 	phase := v1alpha1.TaskPhaseFailed
 	if o.succeeded {
 		phase = v1alpha1.TaskPhaseCompleted
@@ -567,12 +586,69 @@ func (r *TaskReconciler) finish(ctx context.Context, task *v1alpha1.Task, o outc
 	return nil
 }
 
+// awaitLog says how long to wait before a Task whose Job ended is recorded
+// as ended: until its agent's log has been read to its end (the results
+// are its last line), at most ResultsWait after the Job ended. 0: record
+// it now.
+func (r *TaskReconciler) awaitLog(task *v1alpha1.Task, job *batchv1.Job, pod *corev1.Pod) time.Duration {
+	if r.transcripts == nil {
+		return 0
+	}
+	rec := r.transcripts.get(task.UID)
+	if rec == nil {
+		if !agentStarted(pod) {
+			return 0 // the agent never ran: there is no log
+		}
+		rec = r.transcripts.ensure(task, pod)
+	}
+	if rec.isDone() {
+		return 0
+	}
+	limit := r.ResultsWait
+	if limit == 0 {
+		limit = DefaultResultsWait
+	}
+	ended := job.CreationTimestamp.Time
+	for _, c := range job.Status.Conditions {
+		if c.Status == corev1.ConditionTrue && c.LastTransitionTime.After(ended) {
+			ended = c.LastTransitionTime.Time
+		}
+	}
+	if left := limit - time.Since(ended); left > 0 {
+		// The recording wakes the Task when the log ends; this only
+		// bounds the wait.
+		return min(left, time.Second)
+	}
+	return 0
+}
+
+// attachTranscript puts the Task's transcript, and its results when the
+// agent's log has been read to its end, on the status about to be written.
+// A recording still reading (a stopped Task's agent is still ending)
+// writes them itself once the log ends.
+func (r *TaskReconciler) attachTranscript(task *v1alpha1.Task) {
+	if r.transcripts == nil {
+		return
+	}
+	rec := r.transcripts.get(task.UID)
+	if rec == nil {
+		return
+	}
+	task.Status.Transcript = rec.transcriptStatus()
+	if r.transcripts.markStopped(task.UID) {
+		return
+	}
+	task.Status.Results = rec.taskResults(task.Status.Repositories)
+	r.transcripts.forget(task.UID)
+}
+
 // fail ends the Task with reason, setting condType False.
 func (r *TaskReconciler) fail(ctx context.Context, task *v1alpha1.Task, condType, reason, message string, exitCode *int32) error {
 	patch := lockedPatch(task)
 	if exitCode != nil {
 		task.Status.ExitCode = exitCode
 	}
+	r.attachTranscript(task)
 	if condType != v1alpha1.TaskConditionSucceeded {
 		setCondition(task, condType, metav1.ConditionFalse, reason, message)
 	}

@@ -115,7 +115,10 @@ type builder struct {
 	vols    []corev1.Volume
 	outside bool
 	repos   bool
-	nfile   int
+	// gitContexts tell the agent where each Git context's checkout is
+	// (contract.EnvGitContexts).
+	gitContexts []contract.GitContext
+	nfile       int
 	// inlinePlan is the plan JSON when it travels in the Job's pod annotation.
 	inlinePlan string
 }
@@ -421,6 +424,7 @@ func (b *builder) addGit(c *v1alpha1.ContextItem, where, abs string) error {
 	if err != nil {
 		return err
 	}
+	b.gitContexts = append(b.gitContexts, contract.GitContext{MountPath: abs, Repository: g.Repository, Checkout: g.Path == ""})
 	b.gitInit = append(b.gitInit, corev1.Container{
 		Name:            GitInitPrefix + strconv.Itoa(n),
 		Image:           b.in.Images.GitInit,
@@ -555,11 +559,25 @@ func (b *builder) assemble(credEnv []corev1.EnvVar, credEnvFrom []corev1.EnvFrom
 			corev1.EnvVar{Name: "GIT_CONFIG_KEY_0", Value: "safe.directory"},
 			corev1.EnvVar{Name: "GIT_CONFIG_VALUE_0", Value: "*"},
 		)
+		// Where the checkouts are, for the agent image's results
+		// (api/contract/results.go).
+		gc, err := json.Marshal(b.gitContexts)
+		if err != nil {
+			return nil, err
+		}
+		env = append(env, corev1.EnvVar{Name: contract.EnvGitContexts, Value: string(gc)})
 	}
 	// The Agent's own variables, then the credentials'; admission keeps
 	// their names apart and away from the controller's.
 	env = append(env, agent.Spec.Env...)
 	env = append(env, credEnv...)
+	if len(credEnv) > 0 {
+		names := make([]string, len(credEnv))
+		for i, e := range credEnv {
+			names[i] = e.Name
+		}
+		env = append(env, corev1.EnvVar{Name: contract.EnvCredentialNames, Value: strings.Join(names, ",")})
+	}
 
 	agentSC := agentSecurityContext(agent)
 	if agentSC.ReadOnlyRootFilesystem != nil && *agentSC.ReadOnlyRootFilesystem {

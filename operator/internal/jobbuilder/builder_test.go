@@ -548,8 +548,9 @@ func TestAgentEnv(t *testing.T) {
 	for _, e := range ag.Env {
 		names = append(names, e.Name)
 	}
-	assert.Equal(t, []string{"TASK_NAME", "TASK_NAMESPACE", "AGENT_NAME", "WORKSPACE_DIR", "TASK_FILE", "OPENCODE_MODEL", "FROM_MAP", "OPENAI_API_KEY"}, names,
-		"the controller's variables first, so an Agent's value may refer to them as $(WORKSPACE_DIR); the credentials last")
+	assert.Equal(t, []string{"TASK_NAME", "TASK_NAMESPACE", "AGENT_NAME", "WORKSPACE_DIR", "TASK_FILE", "OPENCODE_MODEL", "FROM_MAP", "OPENAI_API_KEY", "KUBEOPENCODE_CREDENTIAL_ENV"}, names,
+		"the controller's variables first, so an Agent's value may refer to them as $(WORKSPACE_DIR); the credentials, then their names, last")
+	assert.Equal(t, "OPENAI_API_KEY", ag.Env[8].Value, "the agent image learns which variables hold credentials, to keep them out of its output")
 	assert.Equal(t, "scripted/model", ag.Env[5].Value)
 	assert.Equal(t, "cfg", ag.Env[6].ValueFrom.ConfigMapKeyRef.Name)
 }
