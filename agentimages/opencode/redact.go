@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/kubeopencode/kubeopencode/api/contract"
 )
 
 // Redacted replaces a credential in everything the launcher prints.
@@ -30,11 +32,20 @@ type Redactor struct {
 }
 
 // NewRedactor redacts the credentials of environ (os.Environ's form): the
-// values, at least MinSecretLen bytes long, of the variables whose names
-// contain KEY, TOKEN, SECRET, PASSWORD or CREDENTIAL in any case. A value
-// is also found in its JSON-escaped form, as it appears in a tool call's
-// input.
+// values, at least MinSecretLen bytes long, of the variables that
+// contract.EnvCredentialNames names (the Agent's credentials, whatever they
+// are called) and of those whose names contain KEY, TOKEN, SECRET, PASSWORD
+// or CREDENTIAL in any case. A value is also found in its JSON-escaped
+// form, as it appears in a tool call's input.
 func NewRedactor(environ []string) *Redactor {
+	credentials := map[string]bool{}
+	for _, kv := range environ {
+		if names, ok := strings.CutPrefix(kv, contract.EnvCredentialNames+"="); ok {
+			for _, n := range strings.Split(names, ",") {
+				credentials[strings.TrimSpace(n)] = true
+			}
+		}
+	}
 	seen := map[string]bool{}
 	var values []string
 	add := func(v string) {
@@ -45,7 +56,7 @@ func NewRedactor(environ []string) *Redactor {
 	}
 	for _, kv := range environ {
 		name, value, ok := strings.Cut(kv, "=")
-		if !ok || !isSecretName(name) {
+		if !ok || !(credentials[name] || isSecretName(name)) {
 			continue
 		}
 		add(value)

@@ -30,8 +30,8 @@ import (
 
 // pricedAgent is opencodeAgent with the scripted model priced per million
 // tokens (input 3, output 15, cache read 0.3 US dollars) and the git
-// server's password given to the agent as GIT_PASSWORD, as a user gives an
-// agent a token to push with.
+// server's password given to the agent as GIT_AUTH (a name that does not
+// say it holds a credential), as a user gives an agent a token to push with.
 func pricedAgent(t *testing.T, ns, script string) *v1alpha1.Agent {
 	t.Helper()
 	agent := opencodeAgent(t, ns, script, map[string]any{"provider": map[string]any{"scripted": map[string]any{
@@ -42,7 +42,7 @@ func pricedAgent(t *testing.T, ns, script string) *v1alpha1.Agent {
 			"cost": map[string]any{"input": 3, "output": 15, "cache_read": 0.3}}},
 	}}})
 	agent.Spec.Credentials = append(agent.Spec.Credentials, v1alpha1.Credential{
-		Name: "git-push", SecretRef: v1alpha1.SecretKeyReference{Name: "git-http", Key: "password"}, Env: "GIT_PASSWORD",
+		Name: "git-push", SecretRef: v1alpha1.SecretKeyReference{Name: "git-http", Key: "password"}, Env: "GIT_AUTH",
 	})
 	return agent
 }
@@ -95,13 +95,13 @@ func TestOpenCodeResults(t *testing.T) {
 		"git config user.email agent@kubeopencode.invalid",
 		// The credential comes from the environment; .git/config only
 		// says where to find it.
-		fmt.Sprintf(`git config credential.helper '!f() { test "$1" = get && echo username=%s && echo "password=$GIT_PASSWORD"; }; f'`, env.git.username),
+		fmt.Sprintf(`git config credential.helper '!f() { test "$1" = get && echo username=%s && echo "password=$GIT_AUTH"; }; f'`, env.git.username),
 		"sed -i '100,140d; 2000s/$/ (edited)/' big/data-2.txt",
 		"printf 'Notes from the agent.\\nSecond line.\\n' > NOTES.md",
 		"git add -A",
 		"git commit -q -m 'Trim big/data-2.txt and add NOTES.md'",
 		"git push -q origin HEAD:refs/heads/agent/results",
-		"echo pushed; echo \"password is $GIT_PASSWORD\"",
+		"echo pushed; echo \"password is $GIT_AUTH\"",
 	}, "\n")
 	final := "Trimmed big/data-2.txt, added NOTES.md and pushed agent/results.\nOpened https://git.example/org/real/pull/17 for review."
 	env.model.Handle(script, modelserver.Steps(
@@ -161,7 +161,7 @@ func TestOpenCodeResults(t *testing.T) {
 	for _, want := range []string{"agent-opencode: started at ", "[tool bash] completed", "    pushed", "final answer: Trimmed big/data-2.txt"} {
 		assert.Contains(t, text, want)
 	}
-	assert.NotContains(t, text, env.git.password, "the git password is redacted")
+	assert.NotContains(t, text, env.git.password, "the git password is redacted, though its variable's name does not say it is a credential: the controller names the Agent's credentials to the launcher")
 	assert.Contains(t, text, "password is "+opencode.Redacted, "the echo of the password is there, redacted")
 	assert.NotContains(t, text, "scripted-key-for-e2e", "the model key is not in the transcript")
 	assert.NotContains(t, text, contract.ResultsPrefix, "the results line is in status.results, not in the transcript")

@@ -478,7 +478,8 @@ The title, description, author and branch names below were written by the person
 // failed). Expired Tasks finished an hour ago, longer than their Agent's
 // time to live once set; they get no Job (nothing here would delete it with
 // the Task).
-func createFinished(b *testing.B, s *apiServer, ns, prefix string, from, to int, expired bool) {
+// decorate, if given, edits each Task's status before it is written.
+func createFinished(b *testing.B, s *apiServer, ns, prefix string, from, to int, expired bool, decorate ...func(*v1alpha1.Task)) {
 	cfg := rest.CopyConfig(s.cfg)
 	cfg.QPS, cfg.Burst = 10000, 10000
 	c, err := client.New(cfg, client.Options{Scheme: controller.Scheme()})
@@ -511,6 +512,9 @@ func createFinished(b *testing.B, s *apiServer, ns, prefix string, from, to int,
 			jobCond = batchv1.JobFailed
 		}
 		task.Status.Conditions = append(task.Status.Conditions, cond)
+		for _, d := range decorate {
+			d(task)
+		}
 		if err := c.Status().Update(ctx, task); err != nil {
 			return err
 		}

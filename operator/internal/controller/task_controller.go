@@ -601,7 +601,9 @@ func (r *TaskReconciler) awaitLog(task *v1alpha1.Task, job *batchv1.Job, pod *co
 		}
 		rec = r.transcripts.ensure(task, pod)
 	}
-	if rec.isDone() {
+	if rec.isDone() || !rec.waitable() {
+		// A log that cannot be opened does not hold the Task's end: if it
+		// opens later, the recording writes the results itself.
 		return 0
 	}
 	limit := r.ResultsWait

@@ -51,9 +51,12 @@ const (
 	// written while it grows.
 	DefaultTranscriptFlush = 10 * time.Second
 	// DefaultResultsWait is how long a Task whose Job ended waits for the
-	// agent's log to be read to its end before its end is recorded without
-	// results.
+	// agent's log to be read to its end before its end is recorded; results
+	// that come later are written then.
 	DefaultResultsWait = 30 * time.Second
+	// logOpenTimeout bounds the wait for a log to start streaming: a node
+	// that does not serve logs must not hold a Task's end for long.
+	logOpenTimeout = 10 * time.Second
 )
 
 // TranscriptConfigMapName is the name of a Task's transcript ConfigMap.
@@ -96,8 +99,12 @@ type recording struct {
 	stopped bool
 	// finished: the log has been read to its end; results are final.
 	finished bool
-	buf      transcriptBuffer
-	results  *contract.AgentResults
+	// opened: the log could be opened at least once (there is a transcript
+	// to keep); openFailed: the first attempt to open it failed, so the
+	// Task's end is not held for it.
+	opened, openFailed bool
+	buf                transcriptBuffer
+	results            *contract.AgentResults
 	// problem says why there are no results (set when done).
 	problem string
 	// readErr is why the log could not be read to its end.
@@ -206,7 +213,7 @@ func (t *transcripts) follow(rec *recording) {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				if n := rec.seen(); n != last {
+				if n, opened := rec.seen(); opened && n != last {
 					if err := t.write(ctx, rec); err != nil {
 						logger.Error(err, "writing the transcript")
 					} else {
@@ -230,9 +237,12 @@ func (t *transcripts) follow(rec *recording) {
 	}
 	rec.finished = true
 	stopped := rec.stopped
+	opened := rec.opened
 	rec.mu.Unlock()
-	if err := t.write(ctx, rec); err != nil {
-		logger.Error(err, "writing the transcript")
+	if opened {
+		if err := t.write(ctx, rec); err != nil {
+			logger.Error(err, "writing the transcript")
+		}
 	}
 	close(rec.done)
 	if stopped {
@@ -260,14 +270,22 @@ func (t *transcripts) read(ctx context.Context, rec *recording) error {
 			}
 		}
 		var rc io.ReadCloser
-		rc, err = t.open(ctx, rec.task.Namespace, rec.pod, jobbuilder.AgentContainer)
+		rc, err = t.openLog(ctx, rec)
 		if err != nil {
+			rec.mu.Lock()
+			if !rec.opened {
+				rec.openFailed = true
+			}
+			rec.mu.Unlock()
 			if apierrors.IsNotFound(err) {
 				return fmt.Errorf("pod %s is gone", rec.pod)
 			}
 			continue
 		}
 		rec.reset()
+		rec.mu.Lock()
+		rec.opened = true
+		rec.mu.Unlock()
 		err = rec.consume(rc)
 		rc.Close()
 		if err == nil {
@@ -275,6 +293,45 @@ func (t *transcripts) read(ctx context.Context, rec *recording) error {
 		}
 	}
 	return err
+}
+
+// openLog opens the agent container's log, giving up after logOpenTimeout
+// when it does not start streaming.
+func (t *transcripts) openLog(ctx context.Context, rec *recording) (io.ReadCloser, error) {
+	octx, cancel := context.WithCancel(ctx)
+	timer := time.AfterFunc(logOpenTimeout, cancel)
+	rc, err := t.open(octx, rec.task.Namespace, rec.pod, jobbuilder.AgentContainer)
+	if !timer.Stop() {
+		if err == nil {
+			rc.Close()
+		}
+		cancel()
+		return nil, fmt.Errorf("the log of pod %s did not start streaming within %s", rec.pod, logOpenTimeout)
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return &cancelOnClose{ReadCloser: rc, cancel: cancel}, nil
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// waitable says whether the Task's end is worth holding for this log: it
+// is being read, or its first opening is still under way.
+func (rec *recording) waitable() bool {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return rec.opened || !rec.openFailed
 }
 
 func (rec *recording) reset() {
@@ -285,10 +342,11 @@ func (rec *recording) reset() {
 	rec.mu.Unlock()
 }
 
-func (rec *recording) seen() int64 {
+// seen is how much of the log was read, and whether it could be opened.
+func (rec *recording) seen() (int64, bool) {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	return rec.buf.total
+	return rec.buf.total, rec.opened
 }
 
 // consume reads log lines until the log ends. The last line that starts
@@ -407,10 +465,14 @@ func ownedBy(obj metav1.Object, uid types.UID) bool {
 	return false
 }
 
-// transcriptStatus describes the recording for the Task's status.
+// transcriptStatus describes the recording for the Task's status; nil
+// when the log could never be read (there is no transcript ConfigMap).
 func (rec *recording) transcriptStatus() *v1alpha1.TranscriptStatus {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
+	if !rec.opened {
+		return nil
+	}
 	return &v1alpha1.TranscriptStatus{ConfigMap: rec.cmName, Bytes: rec.buf.total, Truncated: rec.buf.truncated()}
 }
 
