@@ -45,8 +45,12 @@ func sanitizeResults(in *contract.AgentResults, repos []v1alpha1.RepositoryStatu
 	}
 	seen := map[string]bool{}
 	for _, r := range in.Repositories {
-		if !known[r.MountPath] || seen[r.MountPath] {
+		if !known[r.MountPath] {
 			problems = append(problems, fmt.Sprintf("results for %q, which is not a Git context of the Task, were left out", bounded(sanitizeText(r.MountPath, false), 200)))
+			continue
+		}
+		if seen[r.MountPath] {
+			problems = append(problems, fmt.Sprintf("a second result for %q was left out", bounded(sanitizeText(r.MountPath, false), 200)))
 			continue
 		}
 		seen[r.MountPath] = true

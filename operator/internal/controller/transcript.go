@@ -92,6 +92,10 @@ type recording struct {
 	pod    string
 	cmName string
 	done   chan struct{}
+	// mountPaths are where the pod's git-init containers put the Git
+	// contexts (the pod spec the controller built): the only mount paths
+	// results are kept for.
+	mountPaths []string
 
 	mu sync.Mutex
 	// stopped: the Task's end was recorded before its log ended; when it
@@ -103,8 +107,11 @@ type recording struct {
 	// to keep); openFailed: the first attempt to open it failed, so the
 	// Task's end is not held for it.
 	opened, openFailed bool
-	buf                transcriptBuffer
-	results            *contract.AgentResults
+	// foreign: a ConfigMap of the transcript's name belongs to something
+	// else; the transcript is not kept.
+	foreign bool
+	buf     transcriptBuffer
+	results *contract.AgentResults
 	// problem says why there are no results (set when done).
 	problem string
 	// readErr is why the log could not be read to its end.
@@ -147,6 +154,13 @@ func (t *transcripts) ensure(task *v1alpha1.Task, pod *corev1.Pod) *recording {
 		pod:    pod.Name,
 		cmName: TranscriptConfigMapName(task.Status.JobName),
 		done:   make(chan struct{}),
+	}
+	for _, c := range pod.Spec.InitContainers {
+		for _, e := range c.Env {
+			if e.Name == jobbuilder.EnvMountPath {
+				rec.mountPaths = append(rec.mountPaths, e.Value)
+			}
+		}
 	}
 	t.running[task.UID] = rec
 	go t.follow(rec)
@@ -447,6 +461,13 @@ func (t *transcripts) write(ctx context.Context, rec *recording) error {
 		return err
 	}
 	if !ownedBy(cm, rec.uid) {
+		rec.mu.Lock()
+		already := rec.foreign
+		rec.foreign = true
+		rec.mu.Unlock()
+		if already {
+			return nil
+		}
 		return fmt.Errorf("ConfigMap %s exists and does not belong to Task %s: the transcript is not kept", rec.cmName, rec.task)
 	}
 	if cm.Data[TranscriptKey] == text {
@@ -470,7 +491,7 @@ func ownedBy(obj metav1.Object, uid types.UID) bool {
 func (rec *recording) transcriptStatus() *v1alpha1.TranscriptStatus {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	if !rec.opened {
+	if !rec.opened || rec.foreign {
 		return nil
 	}
 	return &v1alpha1.TranscriptStatus{ConfigMap: rec.cmName, Bytes: rec.buf.total, Truncated: rec.buf.truncated()}
@@ -485,7 +506,13 @@ func (rec *recording) taskResults(repos []v1alpha1.RepositoryStatus) *v1alpha1.T
 	if rec.results == nil {
 		return &v1alpha1.TaskResults{Message: rec.problem}
 	}
-	return sanitizeResults(rec.results, repos)
+	// The pod's Git contexts, and the checkouts git-init reported (the
+	// same, once the Task's status records them; a stopped Task's do not).
+	known := append([]v1alpha1.RepositoryStatus(nil), repos...)
+	for _, p := range rec.mountPaths {
+		known = append(known, v1alpha1.RepositoryStatus{MountPath: p})
+	}
+	return sanitizeResults(rec.results, known)
 }
 
 // recordStopped writes a stopped Task's results and transcript to its
