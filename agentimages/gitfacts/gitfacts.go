@@ -23,9 +23,10 @@
 // Only the origin remote's branches are asked for (git ls-remote --heads
 // origin). A branch counts as pushed by the agent when its tip on the
 // remote is a commit the checkout has, reachable from HEAD or a local
-// branch and not from the Base: a commit made during the run. A branch the
-// agent pushed without a new commit (at Base, or at a commit that was there
-// before) is not reported.
+// branch and not from the Base, whose committer date is not before Start
+// ran: a commit made during the run. A branch the agent pushed without a
+// new commit (at Base, or at a commit that was there before, such as a
+// branch it fetched and checked out) is not reported.
 package gitfacts
 
 import (
@@ -41,6 +42,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/kubeopencode/kubeopencode/api/contract"
@@ -82,6 +84,8 @@ func ParseContexts(value string) ([]contract.GitContext, error) {
 // Run is a set of checkouts whose Base was recorded before the agent ran.
 type Run struct {
 	repos []*repo
+	// started is when Start ran: the agent's commits are not older.
+	started time.Time
 }
 
 type repo struct {
@@ -96,7 +100,7 @@ func Start(ctx context.Context, contexts []contract.GitContext) *Run {
 	if len(contexts) > MaxRepositories {
 		contexts = contexts[:MaxRepositories]
 	}
-	r := &Run{}
+	r := &Run{started: time.Now()}
 	for _, c := range contexts {
 		rp := &repo{ctx: c}
 		if c.Checkout {
@@ -117,13 +121,13 @@ func Start(ctx context.Context, contexts []contract.GitContext) *Run {
 func (r *Run) Results(ctx context.Context) []contract.RepositoryResult {
 	var out []contract.RepositoryResult
 	for _, rp := range r.repos {
-		out = append(out, rp.facts(ctx))
+		out = append(out, rp.facts(ctx, r.started))
 	}
 	return out
 }
 
-func (rp *repo) facts(ctx context.Context) contract.RepositoryResult {
-	res := contract.RepositoryResult{MountPath: rp.ctx.MountPath, Base: rp.base}
+func (rp *repo) facts(ctx context.Context, started time.Time) (res contract.RepositoryResult) {
+	res = contract.RepositoryResult{MountPath: rp.ctx.MountPath, Base: rp.base}
 	if !rp.ctx.Checkout {
 		res.Error = NoGitFacts
 		return res
@@ -160,7 +164,7 @@ func (rp *repo) facts(ctx context.Context) contract.RepositoryResult {
 		if err := diffCounts(ctx, dir, env, rp.base, &res); err != nil {
 			problems = append(problems, err.Error())
 		}
-		branches, err := pushedBranches(ctx, dir, rp.base, res.Head)
+		branches, err := pushedBranches(ctx, dir, rp.base, res.Head, started)
 		res.PushedBranches = branches
 		if err != nil {
 			problems = append(problems, err.Error())
@@ -217,7 +221,9 @@ func diffCounts(ctx context.Context, dir string, env []string, base string, res 
 		return err
 	}
 	if untracked != "" {
-		if _, err := gitInput(ctx, dir, env, CommandTimeout, strings.NewReader(untracked),
+		// The names are paths, not pathspecs: git add takes a file named
+		// ":w" (an editor's stray save) for pathspec magic and fails.
+		if _, err := gitInput(ctx, dir, append(env, "GIT_LITERAL_PATHSPECS=1"), CommandTimeout, strings.NewReader(untracked),
 			"add", "--intent-to-add", "--pathspec-from-file=-", "--pathspec-file-nul"); err != nil {
 			return fmt.Errorf("untracked files not counted: %v", err)
 		}
@@ -249,13 +255,16 @@ func parseShortstat(s string) (files, insertions, deletions int64) {
 }
 
 // pushedBranches lists the origin branches whose tips are commits made
-// during the run: reachable from HEAD or a local branch, not from base.
-func pushedBranches(ctx context.Context, dir, base, head string) ([]contract.PushedBranch, error) {
+// during the run: reachable from HEAD or a local branch, not from base,
+// and committed since started (a branch the agent fetched and checked out
+// holds commits not reachable from base that it did not make).
+func pushedBranches(ctx context.Context, dir, base, head string, started time.Time) ([]contract.PushedBranch, error) {
 	remote, err := git(ctx, dir, nil, RemoteTimeout, "ls-remote", "--heads", "origin")
 	if err != nil {
 		return nil, fmt.Errorf("git ls-remote origin failed: %v", err)
 	}
-	args := []string{"rev-list", "--branches"}
+	// Commit dates have whole seconds.
+	args := []string{"rev-list", "--max-age=" + strconv.FormatInt(started.Unix(), 10), "--branches"}
 	if head != "" {
 		args = append(args, head)
 	}
@@ -296,6 +305,7 @@ var scrubbed = map[string]bool{
 	"GIT_DIR": true, "GIT_WORK_TREE": true, "GIT_INDEX_FILE": true, "GIT_COMMON_DIR": true,
 	"GIT_OBJECT_DIRECTORY": true, "GIT_ALTERNATE_OBJECT_DIRECTORIES": true, "GIT_NAMESPACE": true,
 	"GIT_PREFIX": true, "GIT_TERMINAL_PROMPT": true, "GIT_OPTIONAL_LOCKS": true, "LC_ALL": true,
+	"GIT_LITERAL_PATHSPECS": true, "GIT_GLOB_PATHSPECS": true, "GIT_NOGLOB_PATHSPECS": true, "GIT_ICASE_PATHSPECS": true,
 }
 
 func git(ctx context.Context, dir string, env []string, timeout time.Duration, args ...string) (string, error) {
@@ -305,12 +315,19 @@ func git(ctx context.Context, dir string, env []string, timeout time.Duration, a
 // gitInput runs git in dir and returns its stdout; the error says which
 // command failed, with its stderr (bounded, URL userinfo removed).
 func gitInput(ctx context.Context, dir string, env []string, timeout time.Duration, stdin io.Reader, args ...string) (string, error) {
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "git", append(append([]string{}, hardening...), args...)...)
 	cmd.Dir = dir
 	cmd.Stdin = stdin
-	cmd.WaitDelay = 5 * time.Second
+	// git talks to a remote through a helper process (git-remote-https)
+	// that holds its output open: stopping git alone would leave the
+	// helper, stalled on the network, and make Wait wait for WaitDelay.
+	// git and its helpers get a process group of their own, stopped whole.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
 	for _, kv := range os.Environ() {
 		if name, _, _ := strings.Cut(kv, "="); !scrubbed[name] {
 			cmd.Env = append(cmd.Env, kv)
@@ -323,9 +340,12 @@ func gitInput(ctx context.Context, dir string, env []string, timeout time.Durati
 	err := cmd.Run()
 	if err != nil {
 		msg := strings.TrimSpace(stderr.String())
-		if ctx.Err() != nil {
+		switch {
+		case parent.Err() != nil:
+			msg = "stopped: " + context.Cause(parent).Error()
+		case ctx.Err() != nil:
 			msg = fmt.Sprintf("timed out after %s", timeout)
-		} else if msg == "" {
+		case msg == "":
 			msg = err.Error()
 		}
 		return "", fmt.Errorf("git %s: %s", args[0], StripUserinfo(msg))
@@ -333,9 +353,10 @@ func gitInput(ctx context.Context, dir string, env []string, timeout time.Durati
 	return stdout.String(), nil
 }
 
-var userinfo = regexp.MustCompile(`\b([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s@]+@`)
+var userinfo = regexp.MustCompile(`\b([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]+@`)
 
-// StripUserinfo replaces the userinfo of the URLs in s with [redacted]:
+// StripUserinfo replaces the userinfo of the URLs in s with [redacted], up
+// to the last "@" before the host (a password may hold an unencoded "@"):
 // git names the remote's URL, credentials included, in its errors.
 func StripUserinfo(s string) string {
 	return userinfo.ReplaceAllString(s, "${1}[redacted]@")

@@ -35,7 +35,8 @@
 //     cache.read and cache.write are the cached tokens read and written.
 //   - The pull request URL is the last pull or merge request URL, in order
 //     of appearance, in the model's text events and its tools' outputs:
-//     https://HOST/OWNER/REPO/pull/N (GitHub and GitHub Enterprise, Gitea),
+//     https://HOST/OWNER/REPO/pull/N (GitHub and GitHub Enterprise),
+//     https://HOST/OWNER/REPO/pulls/N (Gitea, Forgejo),
 //     https://HOST/GROUP[/SUBGROUP...]/REPO/-/merge_requests/N (GitLab) or
 //     https://HOST/.../pull-requests/N (Bitbucket). Only https URLs, at
 //     most MaxPullRequestURL bytes, ending after N (so without trailing

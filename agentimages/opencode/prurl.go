@@ -8,14 +8,15 @@ const MaxPullRequestURL = 2048
 // pullRequestURL matches the pull and merge request URLs of the common
 // forges, over https only:
 //
-//	https://HOST/OWNER/REPO/pull/N                      GitHub, GitHub Enterprise, Gitea, Forgejo
+//	https://HOST/OWNER/REPO/pull/N                      GitHub, GitHub Enterprise
+//	https://HOST/OWNER/REPO/pulls/N                     Gitea, Forgejo
 //	https://HOST/GROUP[/SUBGROUP...]/REPO/-/merge_requests/N   GitLab
 //	https://HOST/.../pull-requests/N                    Bitbucket Cloud and Data Center
 //
 // The URL ends after N: whatever follows ("/files", "#discussion", a full
 // stop, a closing parenthesis or quote) is not part of it.
 var pullRequestURL = regexp.MustCompile(`https://[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?` +
-	`(?:/[A-Za-z0-9._~%+-]+/[A-Za-z0-9._~%+-]+/pull/[0-9]+` +
+	`(?:/[A-Za-z0-9._~%+-]+/[A-Za-z0-9._~%+-]+/pulls?/[0-9]+` +
 	`|(?:/[A-Za-z0-9._~%+-]+)+/-/merge_requests/[0-9]+` +
 	`|(?:/[A-Za-z0-9._~%+-]+)+/pull-requests/[0-9]+)`)
 

@@ -40,7 +40,15 @@ func (t *Transcript) Redactor() *Redactor { return t.red }
 // Print prints text after prefix; the lines of text after its first start
 // with Indent. prefix is the launcher's own and is printed as it is.
 func (t *Transcript) Print(prefix, text string) {
-	lines := strings.Split(strings.TrimRight(Escape(t.red.Redact(text)), "\n"), "\n")
+	t.printClean(prefix, t.clean(text))
+}
+
+// clean is s redacted, then escaped.
+func (t *Transcript) clean(s string) string { return Escape(t.red.Redact(s)) }
+
+// printClean prints text, already clean, as Print does.
+func (t *Transcript) printClean(prefix, text string) {
+	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
 	var b strings.Builder
 	for i, l := range lines {
 		if i == 0 {
@@ -64,19 +72,36 @@ func (t *Transcript) Printf(prefix, format string, args ...any) {
 // Inline returns s redacted and escaped on one line: its line breaks
 // escaped too, for a message printed after the launcher's prefix.
 func (t *Transcript) Inline(s string) string {
-	return strings.ReplaceAll(Escape(t.red.Redact(s)), "\n", `\n`)
+	return strings.ReplaceAll(t.clean(s), "\n", `\n`)
 }
 
+// Sizes of CopyLines' lines.
+const (
+	// MaxLinePiece is the longest piece of a line CopyLines prints on one
+	// line of its own.
+	MaxLinePiece = 64 << 10
+	// MaxRedactedLine is the longest line CopyLines redacts whole; a
+	// longer one is redacted in parts of that size.
+	MaxRedactedLine = 4 << 20
+)
+
 // CopyLines prints every line read from r until it ends, each after
-// prefix. Lines longer than 64 KiB are printed in pieces, each after
-// prefix.
+// prefix. Lines longer than MaxLinePiece are printed in pieces, each after
+// prefix; a line is redacted whole before it is cut (up to
+// MaxRedactedLine), so that no cut splits a credential.
 func (t *Transcript) CopyLines(r io.Reader, prefix string) error {
-	br := bufio.NewReaderSize(r, 64<<10)
+	br := bufio.NewReaderSize(r, MaxLinePiece)
+	var line []byte
 	for {
-		line, _, err := br.ReadLine()
-		if len(line) > 0 || err == nil {
-			t.Print(prefix, string(line))
+		piece, more, err := br.ReadLine()
+		line = append(line, piece...)
+		if more && len(line) < MaxRedactedLine {
+			continue
 		}
+		if len(line) > 0 || err == nil {
+			t.printPieces(prefix, t.clean(string(line)))
+		}
+		line = line[:0]
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
@@ -86,13 +111,35 @@ func (t *Transcript) CopyLines(r io.Reader, prefix string) error {
 	}
 }
 
+// printPieces prints a clean line in pieces of at most MaxLinePiece bytes,
+// cut at character boundaries, each after prefix.
+func (t *Transcript) printPieces(prefix, line string) {
+	for {
+		n := len(line)
+		if n > MaxLinePiece {
+			n = MaxLinePiece
+			for n > 0 && !utf8.RuneStart(line[n]) {
+				n--
+			}
+		}
+		t.printClean(prefix, line[:n])
+		line = line[n:]
+		if line == "" {
+			return
+		}
+	}
+}
+
 // PrintResults prints the results line, the line only the launcher
 // prints. Its text (the summary, the pull request URL, Git errors and
 // branch names) is redacted and escaped as the transcript is: JSON would
 // escape C0 characters but not C1 ones. The summary is expected to be cut
 // to contract.MaxSummaryBytes already; escaping can lengthen it a little.
+// Results that would make a line longer than contract.MaxResultsLine lose
+// their pushed branches (each repository's Error says how many) and their
+// errors are cut to ShedErrorBytes; if that is not enough, the Git facts.
 func (t *Transcript) PrintResults(r *contract.AgentResults) error {
-	clean := func(s string) string { return Escape(t.red.Redact(s)) }
+	clean := t.clean
 	c := *r
 	c.Summary = clean(c.Summary)
 	c.PullRequestURL = clean(c.PullRequestURL)
@@ -110,6 +157,16 @@ func (t *Transcript) PrintResults(r *contract.AgentResults) error {
 		}
 	}
 	line, err := contract.ResultsLine(&c)
+	// The controller ignores a results line longer than it reads: shed
+	// the Git facts' details, then the Git facts, rather than lose the
+	// summary and usage with them.
+	for _, shed := range []func(*contract.AgentResults){shedPushedBranches, shedRepositories} {
+		if err != nil || len(line)-1 <= contract.MaxResultsLine {
+			break
+		}
+		shed(&c)
+		line, err = contract.ResultsLine(&c)
+	}
 	if err != nil {
 		return err
 	}
@@ -120,11 +177,32 @@ func (t *Transcript) PrintResults(r *contract.AgentResults) error {
 	return err
 }
 
+// ShedErrorBytes is how much of a repository's Error is kept when the
+// results line would be too long.
+const ShedErrorBytes = 256
+
+// shedPushedBranches leaves out the pushed branches, saying how many, and
+// cuts the errors short.
+func shedPushedBranches(c *contract.AgentResults) {
+	for i := range c.Repositories {
+		repo := &c.Repositories[i]
+		repo.Error = contract.TruncateUTF8(repo.Error, ShedErrorBytes)
+		if n := len(repo.PushedBranches); n > 0 {
+			note := fmt.Sprintf("%d pushed branches not listed: the results line would be longer than %d bytes", n, contract.MaxResultsLine)
+			repo.Error = strings.TrimPrefix(repo.Error+"; "+note, "; ")
+			repo.PushedBranches = nil
+		}
+	}
+}
+
+// shedRepositories leaves out the Git facts.
+func shedRepositories(c *contract.AgentResults) { c.Repositories = nil }
+
 // Summary is the results' summary of the model's final answer: redacted,
 // escaped, then cut to contract.MaxSummaryBytes (redacting first, so that
 // the cut cannot leave part of a credential).
 func (t *Transcript) Summary(finalText string) string {
-	return contract.TruncateUTF8(Escape(t.red.Redact(finalText)), contract.MaxSummaryBytes)
+	return contract.TruncateUTF8(t.clean(finalText), contract.MaxSummaryBytes)
 }
 
 // Escape makes s safe to print to a terminal: it keeps line breaks and
@@ -153,12 +231,13 @@ func Escape(s string) string {
 		switch {
 		case r == utf8.RuneError && n == 1:
 			b.WriteRune(utf8.RuneError)
+		case !needsEscape(r):
+			// Line breaks and tabs included.
+			b.WriteRune(r)
 		case r < 0x20 || r == 0x7f:
 			fmt.Fprintf(&b, `\x%02x`, r)
-		case needsEscape(r):
-			fmt.Fprintf(&b, `\u%04x`, r)
 		default:
-			b.WriteRune(r)
+			fmt.Fprintf(&b, `\u%04x`, r)
 		}
 	}
 	return b.String()
