@@ -10,7 +10,8 @@ section() { printf '\n==== %s\n' "$*"; }
 
 # Debian packages the tests use: git (the tests serve real repositories with
 # git http-backend), kubectl (the install stream is applied with it) and, for
-# the real-node tests, containerd, runc and the CNI plugins. Installed when missing and this runs as root.
+# the real-node tests, containerd, runc and the CNI plugins, and iptables and
+# ipset for kube-router's NetworkPolicy enforcement. Installed when missing and this runs as root.
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v kubectl >/dev/null 2>&1 || need+=(kubectl)
@@ -18,6 +19,8 @@ command -v containerd >/dev/null 2>&1 || need+=(containerd)
 command -v runc >/dev/null 2>&1 || need+=(runc)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v ipset >/dev/null 2>&1 || need+=(ipset)
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 		section "Installing ${need[*]}"

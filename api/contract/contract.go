@@ -122,6 +122,12 @@ type Result struct {
 	// SubmodulesLeftOut lists the paths of the submodules git-init did not
 	// check out (at most 20, then "... and N more").
 	SubmodulesLeftOut []string `json:"submodulesLeftOut,omitempty"`
+	// Refused lists what the egress check found out of the pod's reach,
+	// each "ADDRESS:PORT (WHAT)", e.g. "10.96.0.1:443 (Kubernetes API)".
+	Refused []string `json:"refused,omitempty"`
+	// Reachable lists the addresses the egress check could connect to,
+	// which the pod's NetworkPolicy refuses: set only when it failed.
+	Reachable []string `json:"reachable,omitempty"`
 }
 
 // VersionError reports a plan written for another contract version.
@@ -161,6 +167,48 @@ func DecodeGitPlan(data []byte) (*GitPlan, error) {
 	}
 	if err := CheckVersion(p.Version); err != nil {
 		return nil, err
+	}
+	return &p, nil
+}
+
+// EgressCheckEnv is the environment variable that carries an
+// EgressCheckPlan as JSON to context-init run with --egress-check.
+const EgressCheckEnv = "KUBEOPENCODE_EGRESS_CHECK"
+
+// EgressCheckPlan asks context-init, run as the pod's first init container,
+// to prove that the pod's NetworkPolicy is enforced: every target must be
+// out of reach (a TCP connection to it fails) before anything else in the
+// pod runs. A policy that the network plugin programs a moment after the
+// pod starts is waited for, up to WaitSeconds.
+type EgressCheckPlan struct {
+	Version string        `json:"version"`
+	Targets []EgressProbe `json:"targets"`
+	// WaitSeconds bounds how long a reachable target may stay reachable.
+	WaitSeconds int `json:"waitSeconds"`
+}
+
+// EgressProbe is one address the pod must not reach.
+type EgressProbe struct {
+	// Address is IP:PORT (an IPv6 IP in brackets).
+	Address string `json:"address"`
+	// What names it for people: "Kubernetes API", "cloud metadata".
+	What string `json:"what"`
+}
+
+// String is "ADDRESS (WHAT)".
+func (p EgressProbe) String() string { return p.Address + " (" + p.What + ")" }
+
+// DecodeEgressCheckPlan parses and version-checks an egress check plan.
+func DecodeEgressCheckPlan(data []byte) (*EgressCheckPlan, error) {
+	var p EgressCheckPlan
+	if err := json.Unmarshal(data, &p); err != nil {
+		return nil, fmt.Errorf("egress check plan is not valid JSON: %w", err)
+	}
+	if err := CheckVersion(p.Version); err != nil {
+		return nil, err
+	}
+	if len(p.Targets) == 0 {
+		return nil, fmt.Errorf("egress check plan has no targets")
 	}
 	return &p, nil
 }

@@ -117,6 +117,14 @@ type AgentSpec struct {
 	// +kubebuilder:validation:Minimum=0
 	MaxConcurrentTasks *int32 `json:"maxConcurrentTasks,omitempty"`
 
+	// AutomountServiceAccountToken mounts the ServiceAccount's API token
+	// into the Task pods. Default false: an agent holds no credential for
+	// the Kubernetes API. Set true for an agent that uses kubectl (say,
+	// the Runtime context's "kubectl get task"), and give its
+	// ServiceAccount only the RBAC it needs (README.md shows a Role).
+	// +optional
+	AutomountServiceAccountToken *bool `json:"automountServiceAccountToken,omitempty"`
+
 	// TaskRetention removes this Agent's finished Tasks, with their Jobs,
 	// pods and ConfigMaps, after a time or beyond a count. Unset: finished
 	// Tasks are kept until deleted.

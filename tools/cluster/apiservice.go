@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -28,12 +29,24 @@ import (
 // A few lines of io.Copy rather than a proxy library: it forwards raw TCP
 // (TLS passes through untouched) and no kube-proxy mode runs without
 // iptables or IPVS, which these hosts do not offer to the cluster.
+//
+// With Options.NetworkPolicy it also plays kube-proxy's DNAT: connections from
+// pods to the ClusterIP are rewritten in the nat table to an endpoint address
+// on the pod bridge where the forwarder listens too. A NetworkPolicy then
+// sees the endpoint, as on a cluster with kube-proxy; kube-router lets every
+// packet whose destination is still in the Service range pass its INPUT
+// chain unfiltered (it expects IPVS to forward it to an endpoint, filtered
+// there), so without the DNAT no policy could stop a pod from reaching the
+// API server.
 type apiServiceForwarder struct {
-	addr string
-	ln   net.Listener
-	cidr string // the address added to lo, removed on close; empty if it was there before
-	wg   sync.WaitGroup
-	once sync.Once
+	addr     string
+	endpoint string // with Options.NetworkPolicy: the DNAT target, host:port on the pod bridge
+	ln       net.Listener
+	epLn     net.Listener
+	natAdded bool   // natChain exists; close removes it and the jump to it
+	cidr     string // the address added to lo, removed on close; empty if it was there before
+	wg       sync.WaitGroup
+	once     sync.Once
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{} // closed on close, so that no copy outlives Stop
@@ -61,8 +74,10 @@ func (f *apiServiceForwarder) untrack(conn net.Conn) {
 
 // startAPIServiceForwarder waits for the kubernetes Service, which the API
 // server creates shortly after it starts, and forwards its address to backend
-// (host:port of the API server).
-func startAPIServiceForwarder(ctx context.Context, cs kubernetes.Interface, backend string) (*apiServiceForwarder, error) {
+// (host:port of the API server). With endpointIP (the host's address on the
+// pod bridge, which may not exist yet) pods' connections to the Service are
+// DNATed to a port there instead.
+func startAPIServiceForwarder(ctx context.Context, cs kubernetes.Interface, backend, endpointIP string) (*apiServiceForwarder, error) {
 	var ip string
 	var port int32
 	if err := waitFor(ctx, "service default/kubernetes", nil, func(ctx context.Context) (bool, error) {
@@ -88,11 +103,36 @@ func startAPIServiceForwarder(ctx context.Context, cs kubernetes.Interface, back
 		f.close()
 		return nil, fmt.Errorf("listening on the kubernetes Service address: %w", err)
 	}
+	f.serve(f.ln, backend)
+	if endpointIP != "" {
+		// The bridge and its address appear with the first pod: bind
+		// before that (IP_FREEBIND).
+		if f.epLn, err = listenOutsideNodePorts(ctx, endpointIP); err != nil {
+			f.close()
+			return nil, fmt.Errorf("listening on the pod bridge address for the kubernetes Service: %w", err)
+		}
+		f.endpoint = f.epLn.Addr().String()
+		f.serve(f.epLn, backend)
+		rule := []string{"PREROUTING", "-i", PodBridge, "-d", ip + "/32", "-p", "tcp", "--dport", strconv.Itoa(int(port)),
+			"-m", "comment", "--comment", "kubeopencode: kubernetes Service for pods", "-j", natChain}
+		dnat := []string{natChain, "-p", "tcp", "-j", "DNAT", "--to-destination", f.endpoint}
+		for _, args := range [][]string{{"-N", natChain}, append([]string{"-A"}, dnat...), append([]string{"-I"}, rule...)} {
+			if out, err := exec.CommandContext(ctx, "iptables", append([]string{"-w", "-t", "nat"}, args...)...).CombinedOutput(); err != nil {
+				f.close()
+				return nil, fmt.Errorf("iptables -t nat %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+			}
+			f.natAdded = true
+		}
+	}
+	return f, nil
+}
+
+func (f *apiServiceForwarder) serve(ln net.Listener, backend string) {
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
 		for {
-			conn, err := f.ln.Accept()
+			conn, err := ln.Accept()
 			if err != nil {
 				return
 			}
@@ -103,7 +143,6 @@ func startAPIServiceForwarder(ctx context.Context, cs kubernetes.Interface, back
 			}()
 		}
 	}()
-	return f, nil
 }
 
 func (f *apiServiceForwarder) forward(conn net.Conn, backend string) {
@@ -127,6 +166,12 @@ func (f *apiServiceForwarder) forward(conn net.Conn, backend string) {
 func (f *apiServiceForwarder) close() error {
 	var err error
 	f.once.Do(func() {
+		if f.natAdded {
+			err = removeChains("nat", []string{natChain})
+		}
+		if f.epLn != nil {
+			f.epLn.Close()
+		}
 		if f.ln != nil {
 			f.ln.Close()
 			f.mu.Lock()
@@ -139,7 +184,7 @@ func (f *apiServiceForwarder) close() error {
 		}
 		if f.cidr != "" {
 			if out, e := exec.Command("ip", "addr", "del", f.cidr, "dev", "lo").CombinedOutput(); e != nil {
-				err = fmt.Errorf("ip addr del %s dev lo: %v: %s", f.cidr, e, strings.TrimSpace(string(out)))
+				err = errors.Join(err, fmt.Errorf("ip addr del %s dev lo: %v: %s", f.cidr, e, strings.TrimSpace(string(out))))
 			}
 		}
 	})
@@ -157,4 +202,31 @@ func hasLocalAddress(ip string) bool {
 		}
 	}
 	return false
+}
+
+// The API server's default NodePort range. kube-router lets pods reach every
+// local address on these ports whatever their egress policies say (it
+// expects NodePort Services there).
+const nodePortMin, nodePortMax = 30000, 32767
+
+// listenOutsideNodePorts listens on a free port of ip (IP_FREEBIND) outside
+// the NodePort range, so that NetworkPolicies decide who reaches it.
+func listenOutsideNodePorts(ctx context.Context, ip string) (net.Listener, error) {
+	var rejected []net.Listener
+	defer func() {
+		for _, l := range rejected {
+			l.Close()
+		}
+	}()
+	for range 20 {
+		l, err := listenFreebind(ctx, net.JoinHostPort(ip, "0"))
+		if err != nil {
+			return nil, err
+		}
+		if p := l.Addr().(*net.TCPAddr).Port; p < nodePortMin || p > nodePortMax {
+			return l, nil
+		}
+		rejected = append(rejected, l)
+	}
+	return nil, fmt.Errorf("no free port on %s outside the NodePort range %d-%d", ip, nodePortMin, nodePortMax)
 }

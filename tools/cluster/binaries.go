@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -20,6 +21,9 @@ const (
 	KubernetesVersion = "v1.37.2"
 	EtcdVersion       = "v3.6.16"
 	KwokVersion       = "v0.8.0"
+	// KubeRouterVersion is kube-router's, whose network policy controller
+	// enforces NetworkPolicies on the real node (Options.NetworkPolicy).
+	KubeRouterVersion = "v2.1.0"
 )
 
 // Names of the binaries in a Binaries directory.
@@ -30,19 +34,30 @@ const (
 	KubeScheduler         = "kube-scheduler"
 	Kubelet               = "kubelet"
 	Kwok                  = "kwok"
+	KubeRouter            = "kube-router"
 )
 
 // CacheEnv names the environment variable that moves the binary cache away
 // from $HOME/.cache/kubeopencode.
 const CacheEnv = "KUBEOPENCODE_CACHE"
 
-// Binaries locates the built binaries. All of them sit in Dir.
+// Binaries locates the built binaries. All of them sit in Dir but
+// kube-router, which is in KubeRouterDir.
 type Binaries struct {
 	Dir string
+	// KubeRouterDir holds kube-router. It is cached apart from the others,
+	// under its own version only, so that adding or bumping kube-router does
+	// not rebuild Kubernetes. Empty means Dir.
+	KubeRouterDir string
 }
 
 // Path returns the path of the named binary, e.g. b.Path(KubeAPIServer).
-func (b Binaries) Path(name string) string { return filepath.Join(b.Dir, name) }
+func (b Binaries) Path(name string) string {
+	if name == KubeRouter && b.KubeRouterDir != "" {
+		return filepath.Join(b.KubeRouterDir, name)
+	}
+	return filepath.Join(b.Dir, name)
+}
 
 // binarySource says where a binary comes from: the package to build inside one
 // of the modules of the repository.
@@ -69,6 +84,7 @@ var sources = map[string]binarySource{
 	KubeScheduler:         {module: "tools/k8sbin/kube", pkg: "k8s.io/kubernetes/cmd/kube-scheduler", ldflags: kubeVersionFlags},
 	Kubelet:               {module: "tools/k8sbin/kube", pkg: "k8s.io/kubernetes/cmd/kubelet", ldflags: kubeVersionFlags},
 	Kwok:                  {module: "tools/k8sbin/kwok", pkg: "sigs.k8s.io/kwok/cmd/kwok", ldflags: "-X sigs.k8s.io/kwok/pkg/consts.Version=" + KwokVersion},
+	KubeRouter:            {module: "tools/k8sbin/kuberouter", pkg: "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router", ldflags: "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=" + KubeRouterVersion},
 	pause:                 {module: ".", pkg: "github.com/kubeopencode/kubeopencode/tools/cluster/internal/pause", static: true},
 }
 
@@ -77,11 +93,31 @@ const pause = "pause"
 
 // allBinaries is the build order: the quick etcd first, then the API server
 // that envtest needs, then the rest.
-var allBinaries = []string{Etcd, KubeAPIServer, KubeControllerManager, KubeScheduler, Kwok, Kubelet}
+var allBinaries = []string{Etcd, KubeAPIServer, KubeControllerManager, KubeScheduler, Kwok, Kubelet, KubeRouter}
 
 // CacheDir returns the directory that holds the binaries of the pinned
 // versions: ${KUBEOPENCODE_CACHE:-$HOME/.cache/kubeopencode}/k8s/<versions>.
+// kube-router is not in it but beside it (Binaries.KubeRouterDir).
 func CacheDir() (string, error) {
+	root, err := cacheRoot()
+	if err != nil {
+		return "", err
+	}
+	key := fmt.Sprintf("%s-etcd%s-kwok%s", KubernetesVersion, EtcdVersion, KwokVersion)
+	return filepath.Join(root, key), nil
+}
+
+// kubeRouterCacheDir holds kube-router of KubeRouterVersion:
+// .../k8s/kube-router-<version>, beside CacheDir.
+func kubeRouterCacheDir() (string, error) {
+	root, err := cacheRoot()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, "kube-router-"+KubeRouterVersion), nil
+}
+
+func cacheRoot() (string, error) {
 	root := os.Getenv(CacheEnv)
 	if root == "" {
 		home, err := os.UserHomeDir()
@@ -90,15 +126,15 @@ func CacheDir() (string, error) {
 		}
 		root = filepath.Join(home, ".cache", "kubeopencode")
 	}
-	key := fmt.Sprintf("%s-etcd%s-kwok%s", KubernetesVersion, EtcdVersion, KwokVersion)
-	return filepath.Join(root, "k8s", key), nil
+	return filepath.Join(root, "k8s"), nil
 }
 
-// EnsureBinaries returns the etcd, Kubernetes and kwok binaries of the pinned
-// versions, building the missing ones from source with the Go toolchain. A
-// cold build takes 10-15 minutes on two cores; once cached the call returns at
-// once. Concurrent callers, also in other processes, wait for one build.
-// Progress lines go to progress (which may be nil).
+// EnsureBinaries returns the etcd, Kubernetes, kwok and kube-router binaries
+// of the pinned versions, building the missing ones from source with the Go
+// toolchain. A cold build takes 10-15 minutes on two cores (kube-router alone
+// about 3); once cached the call returns at once. Concurrent callers, also in
+// other processes, wait for one build. Progress lines go to progress (which
+// may be nil).
 func EnsureBinaries(ctx context.Context, progress io.Writer) (Binaries, error) {
 	return ensure(ctx, progress, allBinaries...)
 }
@@ -130,35 +166,66 @@ func ensure(ctx context.Context, progress io.Writer, names ...string) (Binaries,
 	if err != nil {
 		return Binaries{}, err
 	}
-	b := Binaries{Dir: dir}
-	if len(missing(b, names)) == 0 {
-		return b, nil
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return Binaries{}, fmt.Errorf("creating the binary cache %s: %w", dir, err)
-	}
-	unlock, err := lockFile(ctx, dir+".lock", progress)
+	krDir, err := kubeRouterCacheDir()
 	if err != nil {
 		return Binaries{}, err
 	}
-	defer unlock()
-
-	todo := missing(b, names)
-	if len(todo) == 0 {
+	b := Binaries{Dir: dir, KubeRouterDir: krDir}
+	if len(missing(b, names)) == 0 {
 		return b, nil
 	}
 	srcRoot, err := repoRoot()
 	if err != nil {
 		return Binaries{}, err
 	}
-	start := time.Now()
-	for _, name := range todo {
-		if err := build(ctx, progress, srcRoot, dir, name); err != nil {
+	// Each cache directory has its own lock: a kube-router build does not
+	// wait for a Kubernetes build, nor the other way round.
+	var dirs []string
+	for _, n := range names {
+		if d := filepath.Dir(b.Path(n)); !slices.Contains(dirs, d) {
+			dirs = append(dirs, d)
+		}
+	}
+	for _, d := range dirs {
+		var here []string
+		for _, n := range names {
+			if filepath.Dir(b.Path(n)) == d {
+				here = append(here, n)
+			}
+		}
+		if err := ensureIn(ctx, progress, srcRoot, d, b, here); err != nil {
 			return Binaries{}, err
 		}
 	}
-	fmt.Fprintf(progress, "built %s in %s into %s\n", strings.Join(todo, ", "), time.Since(start).Round(time.Second), dir)
 	return b, nil
+}
+
+// ensureIn builds those of names that are missing into dir, under dir's lock.
+func ensureIn(ctx context.Context, progress io.Writer, srcRoot, dir string, b Binaries, names []string) error {
+	if len(missing(b, names)) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating the binary cache %s: %w", dir, err)
+	}
+	unlock, err := lockFile(ctx, dir+".lock", progress)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	todo := missing(b, names)
+	if len(todo) == 0 {
+		return nil
+	}
+	start := time.Now()
+	for _, name := range todo {
+		if err := build(ctx, progress, srcRoot, dir, name); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(progress, "built %s in %s into %s\n", strings.Join(todo, ", "), time.Since(start).Round(time.Second), dir)
+	return nil
 }
 
 func missing(b Binaries, names []string) []string {

@@ -1,12 +1,14 @@
-// Package cluster builds the pinned etcd, Kubernetes and kwok binaries from
-// source and runs them as a local cluster for tests and development.
+// Package cluster builds the pinned etcd, Kubernetes, kwok and kube-router
+// binaries from source and runs them as a local cluster for tests and
+// development.
 //
 // Binaries: EnsureBinaries compiles etcd, kube-apiserver,
-// kube-controller-manager, kube-scheduler, kubelet and kwok from the modules in
-// tools/k8sbin with the local Go toolchain and build cache, into
-// ${KUBEOPENCODE_CACHE:-$HOME/.cache/kubeopencode}/k8s/<versions>/. The first
-// build takes 10-15 minutes on two cores; later calls return at once, and
-// concurrent callers share one build through a file lock.
+// kube-controller-manager, kube-scheduler, kubelet, kwok and kube-router from
+// the modules in tools/k8sbin with the local Go toolchain and build cache, into
+// ${KUBEOPENCODE_CACHE:-$HOME/.cache/kubeopencode}/k8s/<versions>/ (kube-router
+// into k8s/kube-router-<version>/ beside it). The first build takes 10-15
+// minutes on two cores; later calls return at once, and concurrent callers
+// share one build through a file lock.
 //
 // API server only: package envtest (tools/cluster/envtest) runs etcd and
 // kube-apiserver through controller-runtime's envtest with CRDs installed:
@@ -34,4 +36,17 @@
 // address (10.96.0.1:443, put on lo) to the API server so that in-cluster
 // clients work unchanged. Stop deletes the workload controllers and drains
 // the node before it stops the components, and removes the address.
+//
+// NetworkPolicies: with Options.NetworkPolicy as well (iptables and ipset;
+// RealNodeSupported(WithNetworkPolicy)) kube-router's network policy
+// controller enforces them on the real node, so tests can prove that a pod is
+// cut off from an address:
+//
+//	c, err := cluster.Start(ctx, cluster.Options{RealNode: true, NetworkPolicy: true})
+//
+// Pods' connections to the kubernetes Service are then DNATed, as kube-proxy
+// would, to c.APIServiceEndpoint, the address policies see. Stop removes
+// kube-router's iptables chains and ipsets. kube-router (KubeRouterVersion,
+// the version the Go module proxy serves) has reported security flaws; it is
+// only a test-time enforcer on this host and never shipped.
 package cluster

@@ -58,12 +58,14 @@ var hostTools = []struct{ path, pkg string }{
 }
 
 // RealNodeSupported says whether this host can run a real node
-// (Options.RealNode) and, when not, what it lacks, each with how to get it.
-func RealNodeSupported() (ok bool, missing []string) {
+// (Options.RealNode) with the given features (WithNetworkPolicy:
+// Options.NetworkPolicy too) and, when not, what it lacks, each with how to
+// get it.
+func RealNodeSupported(features ...RealNodeFeature) (ok bool, missing []string) {
 	if os.Geteuid() != 0 {
 		missing = append(missing, "root (the kubelet and containerd manage mounts, cgroups and network namespaces)")
 	}
-	for _, t := range hostTools {
+	for _, t := range hostToolsFor(features) {
 		var err error
 		if filepath.IsAbs(t.path) {
 			_, err = os.Stat(t.path)
@@ -107,8 +109,9 @@ func PodBridgeAddress() (string, error) {
 }
 
 // RealNodePackages lists the Debian packages that would give this host
-// what a real node needs and it lacks, each once, in a fixed order.
-func RealNodePackages() []string {
+// what a real node with the given features needs and it lacks, each once, in
+// a fixed order.
+func RealNodePackages(features ...RealNodeFeature) []string {
 	seen := map[string]bool{}
 	var pkgs []string
 	add := func(pkg string) {
@@ -117,7 +120,7 @@ func RealNodePackages() []string {
 			pkgs = append(pkgs, pkg)
 		}
 	}
-	for _, t := range hostTools {
+	for _, t := range hostToolsFor(features) {
 		var err error
 		if filepath.IsAbs(t.path) {
 			_, err = os.Stat(t.path)
@@ -134,10 +137,24 @@ func RealNodePackages() []string {
 	return pkgs
 }
 
-// checkRealNodeHost says what the host lacks to run a real node.
-func checkRealNodeHost() error {
-	if ok, missing := RealNodeSupported(); !ok {
-		return fmt.Errorf("Options.RealNode needs %s", strings.Join(missing, "; "))
+// hostToolsFor is hostTools and what features add.
+func hostToolsFor(features []RealNodeFeature) []struct{ path, pkg string } {
+	tools := slices.Clone(hostTools)
+	if slices.Contains(features, WithNetworkPolicy) {
+		tools = append(tools, networkPolicyTools...)
+	}
+	return tools
+}
+
+// checkRealNodeHost says what the host lacks to run a real node with
+// features.
+func checkRealNodeHost(features ...RealNodeFeature) error {
+	if ok, missing := RealNodeSupported(features...); !ok {
+		what := "Options.RealNode"
+		if slices.Contains(features, WithNetworkPolicy) {
+			what += " with Options.NetworkPolicy"
+		}
+		return fmt.Errorf("%s needs %s", what, strings.Join(missing, "; "))
 	}
 	return nil
 }
@@ -561,7 +578,7 @@ func cniConfig(ipamDir string) []byte {
 				"hairpinMode": true,
 				"ipam": map[string]any{
 					"type":    "host-local",
-					"ranges":  [][]map[string]string{{{"subnet": "10.89.0.0/16"}}},
+					"ranges":  [][]map[string]string{{{"subnet": "10.89.0.0/16", "gateway": podGateway}}},
 					"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
 					"dataDir": ipamDir,
 				},
@@ -600,6 +617,10 @@ cgroupsPerQOS: false
 enforceNodeAllocatable: []
 localStorageCapacityIsolation: false
 resolvConf: ""
+# The kubelet's iptables chains (KUBE-IPTABLES-HINT, KUBE-FIREWALL and
+# canaries) serve kube-proxy, which this cluster does not run; they would
+# outlive the node on a host with iptables.
+makeIPTablesUtilChains: false
 podLogsDir: %s
 clusterDomain: cluster.local
 serializeImagePulls: false

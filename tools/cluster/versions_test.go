@@ -20,6 +20,7 @@ func TestVersionsMatchBuildModules(t *testing.T) {
 		{"kube", "k8s.io/kubernetes", KubernetesVersion},
 		{"etcd", "go.etcd.io/etcd/server/v3", EtcdVersion},
 		{"kwok", "sigs.k8s.io/kwok", KwokVersion},
+		{"kuberouter", "github.com/cloudnativelabs/kube-router/v2", KubeRouterVersion},
 	}
 	for _, tc := range cases {
 		data, err := os.ReadFile(filepath.Join("..", "k8sbin", tc.module, "go.mod"))

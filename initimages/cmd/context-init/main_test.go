@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -103,5 +104,57 @@ func TestBinary(t *testing.T) {
 		r := proctest.Exec(t, bin, termLog, "KUBEOPENCODE_CONTEXT_PLAN_FILE="+filepath.Join(sandbox, "absent.json"))
 		assert.Equal(t, 1, r.ExitCode)
 		assert.Contains(t, r.Result.Error, "cannot read the context plan")
+	})
+}
+
+// TestEgressCheckBinary runs context-init --egress-check as the pod's first
+// init container would: it passes when every target is out of reach and
+// fails, naming what it reached, when one answers.
+func TestEgressCheckBinary(t *testing.T) {
+	sandbox := proctest.Sandbox(t)
+	bin := proctest.Build(t, ".", sandbox, "context-init")
+	termLog := proctest.TerminationLog(t, sandbox)
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closedAddr := closed.Addr().String()
+	require.NoError(t, closed.Close())
+
+	run := func(plan contract.EgressCheckPlan) proctest.Run {
+		b, err := json.Marshal(plan)
+		require.NoError(t, err)
+		return proctest.ExecArgs(t, bin, []string{"--egress-check"}, termLog, contract.EgressCheckEnv+"="+string(b))
+	}
+	t.Run("refused", func(t *testing.T) {
+		r := run(contract.EgressCheckPlan{Version: contract.Version, WaitSeconds: 2, Targets: []contract.EgressProbe{{Address: closedAddr, What: "Kubernetes API"}}})
+		require.Equal(t, 0, r.ExitCode, "stdout: %s\nstderr: %s", r.Stdout, r.Stderr)
+		assert.Equal(t, contract.Result{Refused: []string{closedAddr + " (Kubernetes API)"}}, r.Result)
+		assert.Contains(t, r.Stdout, "egress-check: refused "+closedAddr+" (Kubernetes API)")
+	})
+	t.Run("reachable", func(t *testing.T) {
+		r := run(contract.EgressCheckPlan{Version: contract.Version, WaitSeconds: 1, Targets: []contract.EgressProbe{
+			{Address: l.Addr().String(), What: "Kubernetes API"}, {Address: closedAddr, What: "cloud metadata"},
+		}})
+		require.Equal(t, 1, r.ExitCode, "stdout: %s\nstderr: %s", r.Stdout, r.Stderr)
+		assert.Contains(t, r.Result.Error, "egress isolation is not enforced: the pod can connect to "+l.Addr().String()+" (Kubernetes API)")
+		assert.Equal(t, []string{l.Addr().String() + " (Kubernetes API)"}, r.Result.Reachable)
+		assert.Equal(t, []string{closedAddr + " (cloud metadata)"}, r.Result.Refused)
+	})
+	t.Run("bad plan", func(t *testing.T) {
+		r := proctest.ExecArgs(t, bin, []string{"--egress-check"}, termLog, contract.EgressCheckEnv+"={}")
+		require.Equal(t, 1, r.ExitCode)
+		assert.Contains(t, r.Result.Error, "$"+contract.EgressCheckEnv+": plan version")
 	})
 }

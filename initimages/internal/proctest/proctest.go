@@ -98,8 +98,14 @@ type Run struct {
 // pod's user when possible, and reads the Result from termLog.
 func Exec(tb testing.TB, bin, termLog string, env ...string) Run {
 	tb.Helper()
+	return ExecArgs(tb, bin, nil, termLog, env...)
+}
+
+// ExecArgs is Exec with command-line arguments.
+func ExecArgs(tb testing.TB, bin string, args []string, termLog string, env ...string) Run {
+	tb.Helper()
 	require.NoError(tb, os.WriteFile(termLog, nil, 0o666))
-	cmd := exec.Command(bin)
+	cmd := exec.Command(bin, args...)
 	// No HOME and an unusable TMPDIR: with a read-only root filesystem the
 	// binaries may write nowhere but their volumes.
 	cmd.Env = append(env, initutil.EnvTerminationMessagePath+"="+termLog, "TMPDIR=/nonexistent")

@@ -606,7 +606,10 @@ func (b *builder) assemble(credEnv []corev1.EnvVar, credEnvFrom []corev1.EnvFrom
 	pod := corev1.PodSpec{
 		RestartPolicy:      corev1.RestartPolicyNever,
 		ServiceAccountName: agent.Spec.ServiceAccountName,
-		EnableServiceLinks: ptr.To(false),
+		// No API token unless the Agent asks for one: code the model chose
+		// should not hold a credential for the cluster by default.
+		AutomountServiceAccountToken: ptr.To(agent.Spec.AutomountServiceAccountToken != nil && *agent.Spec.AutomountServiceAccountToken),
+		EnableServiceLinks:           ptr.To(false),
 		SecurityContext: &corev1.PodSecurityContext{
 			RunAsNonRoot:   ptr.To(true),
 			FSGroup:        ptr.To(InitUID),
@@ -794,7 +797,9 @@ The environment tells you where you are:
 - WORKSPACE_DIR=%s (your working directory; this file is $WORKSPACE_DIR/task.md)
 To read the Task that started you, including its status:
   kubectl get task "$TASK_NAME" -n "$TASK_NAMESPACE" -o yaml
-What you may do in the cluster depends on the RBAC of the Pod's ServiceAccount.
+That needs an API token, which the Pod has only when its Agent sets
+automountServiceAccountToken: true; what you may then do in the cluster
+depends on the RBAC of the Pod's ServiceAccount.
 `, task.Name, task.Namespace, task.Name, task.Namespace, ws)
 }
 

@@ -352,6 +352,13 @@ func TestSecurityDefaults(t *testing.T) {
 		assert.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, sc.SeccompProfile.Type, c.Name)
 		assert.Contains(t, c.Image, "@sha256:", c.Name)
 	}
+	require.NotNil(t, pod.AutomountServiceAccountToken)
+	assert.False(t, *pod.AutomountServiceAccountToken, "no API token unless the Agent asks for one")
+
+	agent := makeAgent().obj()
+	agent.Spec.AutomountServiceAccountToken = ptr.To(true)
+	out = build(t, input(makeTask("t").obj(), agent))
+	assert.True(t, *out.Job.Spec.Template.Spec.AutomountServiceAccountToken, "an Agent that sets automountServiceAccountToken gets the token")
 }
 
 func TestJob(t *testing.T) {
