@@ -117,11 +117,18 @@ type AgentSpec struct {
 	// +kubebuilder:validation:Minimum=0
 	MaxConcurrentTasks *int32 `json:"maxConcurrentTasks,omitempty"`
 
+	// Network limits where the Task pods may connect. Unset: anywhere the
+	// cluster's network lets a pod connect, which on most clusters includes
+	// the Kubernetes API, every namespace, the cloud metadata endpoint and
+	// the internet (docs/network.md).
+	// +optional
+	Network *AgentNetwork `json:"network,omitempty"`
+
 	// AutomountServiceAccountToken mounts the ServiceAccount's API token
-	// into the Task pods. Default false: an agent holds no credential for
-	// the Kubernetes API. Set true for an agent that uses kubectl (say,
-	// the Runtime context's "kubectl get task"), and give its
-	// ServiceAccount only the RBAC it needs (README.md shows a Role).
+	// into the Task pods. Default false: an agent cannot call the Kubernetes
+	// API. Set true for an agent that uses kubectl, and give its
+	// ServiceAccount only the RBAC it needs (docs/network.md); with
+	// network.egress, also set network.egress.kubernetesAPI.
 	// +optional
 	AutomountServiceAccountToken *bool `json:"automountServiceAccountToken,omitempty"`
 
@@ -130,6 +137,94 @@ type AgentSpec struct {
 	// Tasks are kept until deleted.
 	// +optional
 	TaskRetention *TaskRetention `json:"taskRetention,omitempty"`
+}
+
+// AgentNetwork limits the Task pods' network.
+type AgentNetwork struct {
+	// Egress, when set, refuses every connection out of a Task's pod except
+	// to the destinations it allows, the cluster's DNS resolver and the
+	// Task's Git repositories. The controller enforces it with a
+	// NetworkPolicy per Task, which only a network plugin that implements
+	// NetworkPolicy carries out: each pod checks, before the agent starts,
+	// that the Kubernetes API is out of its reach, and the Task fails with
+	// reason EgressNotEnforced if it is not.
+	// +optional
+	Egress *Egress `json:"egress,omitempty"`
+}
+
+// EgressDNS says which DNS resolver a Task pod may query.
+// +kubebuilder:validation:Enum=ClusterResolver;None
+type EgressDNS string
+
+const (
+	// EgressDNSClusterResolver allows DNS (UDP and TCP port 53) to the
+	// cluster's resolver: the pods labelled k8s-app=kube-dns in kube-system.
+	EgressDNSClusterResolver EgressDNS = "ClusterResolver"
+	// EgressDNSNone allows no DNS. Host names in allow still work: the
+	// controller resolves them and writes them into the pod's /etc/hosts.
+	EgressDNSNone EgressDNS = "None"
+)
+
+// Egress is a default-deny egress policy with an allow-list.
+type Egress struct {
+	// DNS: ClusterResolver (default) or None.
+	// +optional
+	// +kubebuilder:default=ClusterResolver
+	DNS EgressDNS `json:"dns,omitempty"`
+
+	// KubernetesAPI lets the pods reach the API server (its Service address
+	// and its endpoints). Default false: the API server is refused even
+	// where a cidr in allow covers it.
+	// +optional
+	KubernetesAPI bool `json:"kubernetesAPI,omitempty"`
+
+	// Allow lists the destinations the pods may connect to, each an IP
+	// range (cidr) or a host name (host) with its ports. The cloud metadata
+	// addresses (169.254.169.254, fd00:ec2::254, 100.100.100.200) and the
+	// API server are cut out of every cidr that contains them; a cidr that
+	// is exactly one of them allows it.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	Allow []EgressRule `json:"allow,omitempty"`
+}
+
+// EgressRule allows connections to an IP range or a host name, on ports.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.cidr) != has(self.host)",message="each egress allow entry needs exactly one of cidr (an IP range such as 203.0.113.0/24) and host (a name such as api.openai.com)",reason="FieldValueInvalid"
+type EgressRule struct {
+	// CIDR is an IP range in CIDR notation, for example 10.20.0.0/16 or
+	// 203.0.113.7/32 (one address).
+	// +optional
+	// +kubebuilder:validation:MaxLength=49
+	// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="cidr must be an IP range in CIDR notation, for example 10.20.0.0/16, 203.0.113.7/32 or 2001:db8::/32; write a host name in host instead"
+	// +kubebuilder:validation:XValidation:rule="!isCIDR(self) || cidr(self) == cidr(self).masked()",message="cidr must name a network: its address has bits set past the prefix length; write the network address, for example 10.20.0.0/16 rather than 10.20.3.4/16, or /32 for one address"
+	CIDR string `json:"cidr,omitempty"`
+
+	// Host is a DNS name, for example api.openai.com. The controller
+	// resolves it when the Task starts, allows exactly those addresses, and
+	// pins them in the pod's /etc/hosts, so the agent connects to the
+	// addresses it was allowed. A name that does not resolve keeps the Task
+	// Pending; nothing is allowed in its place.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="!isIP(self) && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="host must be a lower-case DNS name such as api.openai.com: no scheme, port, path or wildcard; write an IP address as a cidr (203.0.113.7/32)"
+	Host string `json:"host,omitempty"`
+
+	// Ports the pods may connect to at this destination.
+	// +required
+	// +listType=atomic
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:Minimum=1
+	// +kubebuilder:validation:items:Maximum=65535
+	Ports []int32 `json:"ports"`
+
+	// Protocol of the ports: TCP (default) or UDP.
+	// +optional
+	// +kubebuilder:default=TCP
+	// +kubebuilder:validation:Enum=TCP;UDP
+	Protocol corev1.Protocol `json:"protocol,omitempty"`
 }
 
 // Credential gives one Secret, or one key of it, to the agent container.

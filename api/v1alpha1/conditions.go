@@ -14,6 +14,13 @@ const (
 	TaskConditionSucceeded = "Succeeded"
 	// TaskConditionStopped is True when the Task was stopped by the user.
 	TaskConditionStopped = "Stopped"
+	// TaskConditionEgressEnforced, on a Task whose Agent sets
+	// network.egress, says whether its pod found the addresses the policy
+	// refuses out of its reach before anything else in it ran: True
+	// (reason Enforced), False (reason EgressNotEnforced: the Task fails),
+	// or Unknown (reason NotVerifiable: the allow-list admits every address
+	// the check could try).
+	TaskConditionEgressEnforced = "EgressEnforced"
 )
 
 // Reasons of the Ready condition.
@@ -29,6 +36,10 @@ const (
 	ReasonContextTooLarge        = "ContextTooLarge"
 	ReasonJobNameConflict        = "JobNameConflict"
 	ReasonServiceAccountNotFound = "ServiceAccountNotFound"
+	// ReasonEgressUnresolved: a host name of the egress allow-list (or of a
+	// Git context) does not resolve, or the API server's addresses cannot
+	// be read, so the Task's NetworkPolicy cannot be written yet.
+	ReasonEgressUnresolved = "EgressUnresolved"
 )
 
 // Condition types of an Agent.
@@ -36,6 +47,20 @@ const (
 	// AgentConditionReady is True when the Agent's Tasks can run: its
 	// ServiceAccount exists.
 	AgentConditionReady = "Ready"
+	// AgentConditionEgressEnforced, on an Agent that sets network.egress,
+	// repeats the EgressEnforced condition of its Task that checked last:
+	// False warns that the cluster's network plugin does not enforce
+	// NetworkPolicy (its Tasks fail with EgressNotEnforced).
+	AgentConditionEgressEnforced = "EgressEnforced"
+)
+
+// Reasons of the EgressEnforced condition.
+const (
+	ReasonEgressEnforced      = "Enforced"
+	ReasonEgressNotEnforced   = "EgressNotEnforced"
+	ReasonEgressNotVerifiable = "NotVerifiable"
+	// ReasonEgressNotChecked: no Task of the Agent has checked yet.
+	ReasonEgressNotChecked = "NotChecked"
 )
 
 // Reasons of the Queued condition.

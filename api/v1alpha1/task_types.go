@@ -168,7 +168,15 @@ type TaskStatus struct {
 	// +optional
 	Transcript *TranscriptStatus `json:"transcript,omitempty"`
 
-	// Conditions: Ready (inputs resolved), Queued, Succeeded, Stopped.
+	// Egress describes the egress isolation of the Task's pod, when its
+	// Agent sets network.egress: the NetworkPolicy, what it allows (host
+	// names with the addresses they resolved to) and what the pod found
+	// refused before anything else in it ran.
+	// +optional
+	Egress *TaskEgressStatus `json:"egress,omitempty"`
+
+	// Conditions: Ready (inputs resolved), Queued, Succeeded, Stopped,
+	// EgressEnforced.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -199,6 +207,29 @@ type RepositoryStatus struct {
 	// +optional
 	// +listType=atomic
 	SubmodulesLeftOut []string `json:"submodulesLeftOut,omitempty"`
+}
+
+// TaskEgressStatus is the egress isolation of a Task's pod.
+type TaskEgressStatus struct {
+	// NetworkPolicy is the name of the Task-owned NetworkPolicy that
+	// selects the Task's pod.
+	NetworkPolicy string `json:"networkPolicy"`
+
+	// Allowed lists the destinations the policy allows besides DNS, one per
+	// entry: "10.20.0.0/16 TCP 443" for a cidr, "api.openai.com
+	// (203.0.113.7, 203.0.113.8) TCP 443" for a host name, with the
+	// addresses it resolved to when the Task started.
+	// +optional
+	// +listType=atomic
+	Allowed []string `json:"allowed,omitempty"`
+
+	// Refused lists the addresses the pod tried and could not reach before
+	// anything else in it ran, each with what it is: "10.96.0.1:443
+	// (Kubernetes API)", "169.254.169.254:80 (cloud metadata)". Empty until
+	// the check has run.
+	// +optional
+	// +listType=atomic
+	Refused []string `json:"refused,omitempty"`
 }
 
 // TaskResults is what the agent reported.
