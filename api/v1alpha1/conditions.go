@@ -40,6 +40,10 @@ const (
 	// Git context) does not resolve, or the API server's addresses cannot
 	// be read, so the Task's NetworkPolicy cannot be written yet.
 	ReasonEgressUnresolved = "EgressUnresolved"
+	// ReasonInvalidEgress: the Agent's network.egress cannot be written as
+	// a policy for this Task (say, a cidr that is exactly the API server's
+	// address); the Task fails.
+	ReasonInvalidEgress = "InvalidEgress"
 )
 
 // Condition types of an Agent.

@@ -30,6 +30,9 @@ func TestAdmissionValidation(t *testing.T) {
 	const agent = "apiVersion: kubeopencode.io/v1alpha1\nkind: Agent\nmetadata: {name: a, namespace: default}\n"
 	const config = "apiVersion: kubeopencode.io/v1alpha1\nkind: KubeOpenCodeConfig\n"
 	const agentSpec = "spec:\n  agentImage: img\n  command: [run]\n  serviceAccountName: sa\n"
+	// allow opens an Agent's spec.network.egress.allow list: a case appends
+	// its entries and closes it with "]}}".
+	const allow = agent + agentSpec + "  network: {egress: {allow: ["
 
 	cases := []struct {
 		name      string
@@ -85,6 +88,25 @@ func TestAdmissionValidation(t *testing.T) {
 		{"credential with a relative mountPath", agent + agentSpec + "  credentials: [{name: c, secretRef: {name: s}, mountPath: etc/creds}]", "spec.credentials[0].mountPath", "must be an absolute path"},
 		{"two credentials of one name", agent + agentSpec + "  credentials: [{name: c, secretRef: {name: s}}, {name: c, secretRef: {name: t}}]", "spec.credentials[1]", "Duplicate value"},
 
+		// Agent network egress: each allow entry is a cidr or a host, with ports.
+		{"egress entry with cidr and host", allow + "{cidr: 10.20.0.0/16, host: api.openai.com, ports: [443]}]}}", "spec.network.egress.allow[0]", "needs exactly one of cidr (an IP range such as 203.0.113.0/24) and host"},
+		{"egress entry with neither cidr nor host", allow + "{ports: [443]}]}}", "spec.network.egress.allow[0]", "needs exactly one of cidr (an IP range such as 203.0.113.0/24) and host"},
+		{"cidr with bits past the prefix", allow + "{cidr: 10.20.3.4/16, ports: [443]}]}}", "spec.network.egress.allow[0].cidr", "write the network address, for example 10.20.0.0/16 rather than 10.20.3.4/16"},
+		{"cidr that is no CIDR", allow + "{cidr: not-a-cidr, ports: [443]}]}}", "spec.network.egress.allow[0].cidr", "cidr must be an IP range in CIDR notation"},
+		{"cidr without a prefix length", allow + "{cidr: 10.0.0.1, ports: [443]}]}}", "spec.network.egress.allow[0].cidr", "cidr must be an IP range in CIDR notation"},
+		{"host with a scheme", allow + "{host: 'https://api.openai.com', ports: [443]}]}}", "spec.network.egress.allow[0].host", "no scheme, port, path or wildcard"},
+		{"host with a port", allow + "{host: 'api.openai.com:443', ports: [443]}]}}", "spec.network.egress.allow[0].host", "no scheme, port, path or wildcard"},
+		{"host with a wildcard", allow + "{host: '*.openai.com', ports: [443]}]}}", "spec.network.egress.allow[0].host", "no scheme, port, path or wildcard"},
+		{"host in upper case", allow + "{host: API.OpenAI.com, ports: [443]}]}}", "spec.network.egress.allow[0].host", "host must be a lower-case DNS name"},
+		{"host that is an IP address", allow + "{host: 203.0.113.7, ports: [443]}]}}", "spec.network.egress.allow[0].host", "write an IP address as a cidr (203.0.113.7/32)"},
+		{"egress entry without ports", allow + "{host: api.openai.com, ports: []}]}}", "spec.network.egress.allow[0].ports", "should have at least 1 items"},
+		{"port 0", allow + "{host: api.openai.com, ports: [0]}]}}", "spec.network.egress.allow[0].ports[0]", "greater than or equal to 1"},
+		{"port above 65535", allow + "{host: api.openai.com, ports: [70000]}]}}", "spec.network.egress.allow[0].ports[0]", "less than or equal to 65535"},
+		{"protocol SCTP", allow + "{host: api.openai.com, ports: [443], protocol: SCTP}]}}", "spec.network.egress.allow[0].protocol", "supported values"},
+		{"unknown egress dns", agent + agentSpec + "  network: {egress: {dns: Google}}", "spec.network.egress.dns", "supported values"},
+		{"more than 64 egress entries", allow + strings.Repeat("{host: api.openai.com, ports: [443]}, ", 64) + "{host: api.openai.com, ports: [443]}]}}", "spec.network.egress.allow", "must have at most 64 items"},
+		{"more than 16 ports", allow + "{host: api.openai.com, ports: [" + strings.Repeat("1, ", 16) + "17]}]}}", "spec.network.egress.allow[0].ports", "must have at most 16 items"},
+
 		// KubeOpenCodeConfig.
 		{"config not named cluster", config + "metadata: {name: main}\nspec: {systemImage: {tag: v1}}", "", `its metadata.name must be "cluster"`},
 		{"systemImage with neither registry nor tag", config + "metadata: {name: cluster}\nspec: {systemImage: {imagePullPolicy: Always}}", "spec.systemImage", "systemImage needs registry, tag or both"},
@@ -125,6 +147,31 @@ func TestAdmissionValidation(t *testing.T) {
 		ctxs, _, _ := unstructured.NestedSlice(obj.Object, "spec", "contexts")
 		depth, _, _ := unstructured.NestedInt64(ctxs[0].(map[string]any), "git", "depth")
 		assert.Equal(t, int64(1), depth, "Git depth defaults to a shallow clone")
+	})
+
+	t.Run("egress accepted, with its defaults", func(t *testing.T) {
+		obj := &unstructured.Unstructured{}
+		require.NoError(t, yaml.Unmarshal([]byte(agent+agentSpec+"  network: {egress: {dns: None, kubernetesAPI: true, allow: [{cidr: 10.20.0.0/16, ports: [443]}, {host: api.openai.com, ports: [443, 80]}, {cidr: '2001:db8::/32', protocol: UDP, ports: [53]}]}}"), &obj.Object))
+		obj.SetName("egress")
+		require.NoError(t, c.Create(ctx, obj))
+		rules, _, _ := unstructured.NestedSlice(obj.Object, "spec", "network", "egress", "allow")
+		require.Len(t, rules, 3)
+		protocols := []string{}
+		for _, r := range rules {
+			p, _, _ := unstructured.NestedString(r.(map[string]any), "protocol")
+			protocols = append(protocols, p)
+		}
+		assert.Equal(t, []string{"TCP", "TCP", "UDP"}, protocols, "protocol defaults to TCP")
+		dns, _, _ := unstructured.NestedString(obj.Object, "spec", "network", "egress", "dns")
+		assert.Equal(t, "None", dns)
+
+		empty := &unstructured.Unstructured{}
+		require.NoError(t, yaml.Unmarshal([]byte(agent+agentSpec+"  network: {egress: {}}"), &empty.Object))
+		empty.SetName("egress-empty")
+		require.NoError(t, c.Create(ctx, empty))
+		dns, found, _ := unstructured.NestedString(empty.Object, "spec", "network", "egress", "dns")
+		assert.True(t, found, "an empty egress is kept")
+		assert.Equal(t, "ClusterResolver", dns, "dns defaults to ClusterResolver")
 	})
 
 	t.Run("a credential as both a variable and a file", func(t *testing.T) {

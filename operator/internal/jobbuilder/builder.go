@@ -17,6 +17,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -78,6 +79,9 @@ type Input struct {
 	// that is absent from the map is a ConfigMap that does not exist; the
 	// controller calls Build only when every missing one is optional.
 	ConfigMaps map[string]*corev1.ConfigMap
+	// Egress is what the controller resolved for an Agent that sets
+	// network.egress (EgressHosts says which names); nil otherwise.
+	Egress *EgressInput
 }
 
 // Output is what Build produces.
@@ -86,6 +90,11 @@ type Output struct {
 	// ConfigMap carries the context to context-init when it is too large or
 	// not all text; nil when the context travels inside the Job.
 	ConfigMap *corev1.ConfigMap
+	// NetworkPolicy fences the Task's pod in when its Agent sets
+	// network.egress; it must exist before the Job does. Nil otherwise.
+	NetworkPolicy *networkingv1.NetworkPolicy
+	// Egress summarises NetworkPolicy for the Task's status.
+	Egress *EgressSummary
 }
 
 // Error is a problem with the Task or Agent that no retry can fix.
@@ -527,14 +536,24 @@ func (b *builder) assemble(credEnv []corev1.EnvVar, credEnvFrom []corev1.EnvFrom
 	}
 	volumes = append(volumes, b.vols...)
 
-	initContainers := []corev1.Container{{
+	egress, err := b.buildEgress(jobName, labels, owner)
+	if err != nil {
+		return nil, err
+	}
+	var initContainers []corev1.Container
+	if egress != nil && egress.check != nil {
+		// First, so that nothing runs in the pod before its policy is
+		// shown to be enforced.
+		initContainers = append(initContainers, *egress.check)
+	}
+	initContainers = append(initContainers, corev1.Container{
 		Name:                     ContextInitContainer,
 		Image:                    b.in.Images.ContextInit,
 		ImagePullPolicy:          b.in.Images.PullPolicy,
 		VolumeMounts:             ctxMounts,
 		SecurityContext:          initSecurityContext(),
 		TerminationMessagePolicy: corev1.TerminationMessageReadFile,
-	}}
+	})
 	initContainers = append(initContainers, b.gitInit...)
 
 	// The workspace first, then everything else parent before child, so a
@@ -666,6 +685,11 @@ func (b *builder) assemble(credEnv []corev1.EnvVar, credEnvFrom []corev1.EnvFrom
 			},
 		},
 	}
+	out := &Output{Job: job}
+	if egress != nil {
+		job.Spec.Template.Spec.HostAliases = egress.aliases
+		out.NetworkPolicy, out.Egress = egress.policy, egress.summary
+	}
 	if t := task.Spec.Timeout; t != nil {
 		secs := int64(t.Duration.Seconds())
 		if secs < 1 {
@@ -676,7 +700,7 @@ func (b *builder) assemble(credEnv []corev1.EnvVar, credEnvFrom []corev1.EnvFrom
 
 	if b.inlinePlan != "" {
 		job.Spec.Template.Annotations[AnnotationContextPlan] = b.inlinePlan
-		return &Output{Job: job}, nil
+		return out, nil
 	}
 	cm := &corev1.ConfigMap{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
@@ -695,7 +719,8 @@ func (b *builder) assemble(credEnv []corev1.EnvVar, credEnvFrom []corev1.EnvFrom
 	if len(b.cmBin) > 0 {
 		cm.BinaryData = b.cmBin
 	}
-	return &Output{Job: job, ConfigMap: cm}, nil
+	out.ConfigMap = cm
+	return out, nil
 }
 
 // planVolume is where context-init finds its plan: the pod's own annotation
