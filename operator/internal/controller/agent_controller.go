@@ -49,7 +49,9 @@ func (r *AgentReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 			queued++
 		}
 	}
-	patch := client.MergeFrom(agent.DeepCopy())
+	// Locked: the Task controller writes the EgressEnforced condition, and
+	// a patch from a cache that has not seen it must not drop it.
+	patch := client.MergeFromWithOptions(agent.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	changed := agent.Status.Running != running || agent.Status.Queued != queued || agent.Status.ObservedGeneration != agent.Generation
 	agent.Status.Running, agent.Status.Queued = running, queued
 	agent.Status.ObservedGeneration = agent.Generation
@@ -69,12 +71,21 @@ func (r *AgentReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 		meta.SetStatusCondition(&agent.Status.Conditions, ready)
 		changed = true
 	}
+	if eg := agentEgressCondition(agent); eg == nil {
+		changed = meta.RemoveStatusCondition(&agent.Status.Conditions, v1alpha1.AgentConditionEgressEnforced) || changed
+	} else if meta.FindStatusCondition(agent.Status.Conditions, eg.Type) == nil {
+		meta.SetStatusCondition(&agent.Status.Conditions, *eg)
+		changed = true
+	}
 	if !changed {
 		return requeue, nil
 	}
 	err = r.Client.Status().Patch(ctx, agent, patch)
 	if apierrors.IsNotFound(err) {
 		return reconcile.Result{}, nil
+	}
+	if apierrors.IsConflict(err) {
+		return reconcile.Result{Requeue: true}, nil
 	}
 	return requeue, err
 }

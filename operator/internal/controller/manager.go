@@ -67,6 +67,9 @@ type Options struct {
 	// DefaultResultsWait.
 	TranscriptFlush time.Duration
 	ResultsWait     time.Duration
+	// HostResolver looks up network.egress host names (nil: the
+	// controller pod's resolver).
+	HostResolver HostResolver
 }
 
 // Scheme knows the built-in types and the kubeopencode.io types.
@@ -163,6 +166,7 @@ func NewManager(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager,
 		Logs:            logs,
 		TranscriptFlush: o.TranscriptFlush,
 		ResultsWait:     o.ResultsWait,
+		HostResolver:    o.HostResolver,
 	}
 	if err := tasks.SetupWithManager(mgr, o.Workers); err != nil {
 		return nil, err

@@ -22,6 +22,8 @@ type outcome struct {
 	message   string
 	exitCode  *int32
 	repos     []v1alpha1.RepositoryStatus
+	// pod is the Job's newest pod, nil if it has none.
+	pod *corev1.Pod
 }
 
 // jobOutcome reads a finished Job from its conditions (not its counters),
@@ -29,6 +31,7 @@ type outcome struct {
 func jobOutcome(job *batchv1.Job, pods []corev1.Pod) outcome {
 	var o outcome
 	pod := newestPod(pods)
+	o.pod = pod
 	o.repos = repositories(pod)
 	for _, c := range job.Status.Conditions {
 		if c.Status != corev1.ConditionTrue {
@@ -85,6 +88,11 @@ func podFailure(pod *corev1.Pod) (reason, message string, exitCode *int32, ok bo
 			continue
 		}
 		msg := initMessage(t.Message)
+		if s.Name == jobbuilder.EgressCheckContainer {
+			if _, _, m, ok := egressVerdict(pod); ok {
+				return v1alpha1.ReasonEgressNotEnforced, "The agent was not started: " + m, nil, true
+			}
+		}
 		if strings.HasPrefix(msg, "plan version") {
 			return v1alpha1.ReasonContractMismatch, fmt.Sprintf("Init container %s: %s", s.Name, msg), nil, true
 		}

@@ -91,6 +91,11 @@ func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 	if r.serviceAccounts == nil {
 		r.serviceAccounts = newServiceAccounts(r.APIReader)
 	}
+	resolver := r.HostResolver
+	if resolver == nil {
+		resolver = defaultResolver
+	}
+	r.egress = &egressLookup{resolver: resolver, reader: r.APIReader}
 	registerMetrics(mgr.GetCache())
 	c := mgr.GetCache()
 	return ctrl.NewControllerManagedBy(mgr).

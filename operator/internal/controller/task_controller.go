@@ -12,6 +12,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -70,11 +71,15 @@ type TaskReconciler struct {
 	TranscriptFlush time.Duration
 	// ResultsWait: see DefaultResultsWait.
 	ResultsWait time.Duration
+	// HostResolver looks up the host names of an Agent's network.egress
+	// (nil: the controller pod's resolver).
+	HostResolver HostResolver
 
 	admission       *admission
 	kicks           chan event.GenericEvent
 	serviceAccounts *serviceAccounts
 	transcripts     *transcripts
+	egress          *egressLookup
 	firstSeen       sync.Map // types.UID -> time.Time, for the admission latency metric
 	// started remembers the Jobs this process created (types.UID ->
 	// startedJob) until the Task's status records them. The cache can lag
@@ -158,6 +163,9 @@ func (r *TaskReconciler) reconcile(ctx context.Context, req reconcile.Request) (
 type startedJob struct {
 	job, agent string
 	images     v1alpha1.TaskImages
+	// egress and egressCond, for an Agent that sets network.egress.
+	egress     *v1alpha1.TaskEgressStatus
+	egressCond *metav1.Condition
 	// recorded: the Task's status says Running already.
 	recorded bool
 }
@@ -253,11 +261,22 @@ func (r *TaskReconciler) start(ctx context.Context, task *v1alpha1.Task) (reconc
 		pull = sys.ImagePullPolicy
 	}
 
+	egressIn, wait, err := r.egressInput(ctx, task, agent)
+	var berr *jobbuilder.Error
+	if errors.As(err, &berr) {
+		return reconcile.Result{}, r.fail(ctx, task, v1alpha1.TaskConditionReady, berr.Reason, berr.Message, nil)
+	}
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if wait != nil {
+		return reconcile.Result{RequeueAfter: recheckMissing}, r.wait(ctx, task, wait.reason, wait.message)
+	}
+
 	out, err := jobbuilder.Build(jobbuilder.Input{
-		Task: task, Agent: agent, ConfigMaps: cms,
+		Task: task, Agent: agent, ConfigMaps: cms, Egress: egressIn,
 		Images: jobbuilder.Images{GitInit: imgs.GitInit, ContextInit: imgs.ContextInit, PullPolicy: pull},
 	})
-	var berr *jobbuilder.Error
 	if errors.As(err, &berr) {
 		return reconcile.Result{}, r.fail(ctx, task, v1alpha1.TaskConditionReady, berr.Reason, berr.Message, nil)
 	}
@@ -277,6 +296,13 @@ func (r *TaskReconciler) start(ctx context.Context, task *v1alpha1.Task) (reconc
 		return reconcile.Result{}, r.queue(ctx, task, agent, position)
 	}
 
+	// The policy first: the pod must never exist without it.
+	if out.NetworkPolicy != nil {
+		if err := r.createOwned(ctx, task, out.NetworkPolicy); err != nil {
+			r.admission.release(task)
+			return r.createFailed(ctx, task, err)
+		}
+	}
 	if out.ConfigMap != nil {
 		if err := r.createOwned(ctx, task, out.ConfigMap); err != nil {
 			r.admission.release(task)
@@ -293,6 +319,7 @@ func (r *TaskReconciler) start(ctx context.Context, task *v1alpha1.Task) (reconc
 	}
 
 	sj := startedJob{job: out.Job.Name, agent: agent.Name, images: v1alpha1.TaskImages{GitInit: imgs.GitInit, ContextInit: imgs.ContextInit}}
+	sj.egress, sj.egressCond = egressStarting(out)
 	r.started.Store(task.UID, sj)
 	if err := r.recordStart(ctx, task, sj); err != nil {
 		return reconcile.Result{}, err
@@ -313,6 +340,10 @@ func (r *TaskReconciler) recordStart(ctx context.Context, task *v1alpha1.Task, s
 	}
 	patch := lockedPatch(task)
 	SetRunning(task, sj.job, sj.agent, sj.images)
+	if sj.egress != nil {
+		task.Status.Egress = sj.egress.DeepCopy()
+		meta.SetStatusCondition(&task.Status.Conditions, *sj.egressCond)
+	}
 	if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
 		return err
 	}
@@ -379,8 +410,11 @@ func (r *TaskReconciler) createOwned(ctx context.Context, task *v1alpha1.Task, o
 		return nil
 	}
 	kind := "Job"
-	if _, ok := obj.(*corev1.ConfigMap); ok {
+	switch obj.(type) {
+	case *corev1.ConfigMap:
 		kind = "ConfigMap"
+	case *networkingv1.NetworkPolicy:
+		kind = "NetworkPolicy"
 	}
 	return &ownerConflict{kind: kind, name: obj.GetName()}
 }
@@ -424,6 +458,17 @@ func (r *TaskReconciler) follow(ctx context.Context, task *v1alpha1.Task) (recon
 			return reconcile.Result{RequeueAfter: wait}, nil
 		}
 		return reconcile.Result{}, r.finish(ctx, task, jobOutcome(job, pods.Items))
+	}
+	if task.Status.Egress != nil {
+		patch := lockedPatch(task)
+		if applyEgressVerdict(task, newestPod(pods.Items)) {
+			if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
+				return reconcile.Result{}, err
+			}
+			if err := r.noteAgentEgress(ctx, task); err != nil {
+				return reconcile.Result{}, err
+			}
+		}
 	}
 	if r.transcripts != nil {
 		if p := newestPod(pods.Items); agentStarted(p) {
@@ -568,6 +613,7 @@ func (r *TaskReconciler) finish(ctx context.Context, task *v1alpha1.Task, o outc
 	patch := lockedPatch(task)
 	task.Status.ExitCode = o.exitCode
 	task.Status.Repositories = o.repos
+	applyEgressVerdict(task, o.pod)
 	r.attachTranscript(task)
 	phase := v1alpha1.TaskPhaseFailed
 	if o.succeeded {
@@ -578,6 +624,9 @@ func (r *TaskReconciler) finish(ctx context.Context, task *v1alpha1.Task, o outc
 		return err
 	}
 	r.ended(ctx, task)
+	if err := r.noteAgentEgress(ctx, task); err != nil {
+		log.FromContext(ctx).Error(err, "Recording the egress check on the Agent")
+	}
 	typ := corev1.EventTypeNormal
 	if !o.succeeded {
 		typ = corev1.EventTypeWarning

@@ -139,9 +139,6 @@ func TestFailureReasons(t *testing.T) {
 	ns := namespace(t)
 	create(t, newAgent(ns, "default", nil))
 
-	terminated := func(code int32, reason, message string) corev1.ContainerState {
-		return corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: code, Reason: reason, Message: message}}
-	}
 	cases := []struct {
 		name       string
 		jobReason  string
