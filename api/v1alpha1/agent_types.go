@@ -127,7 +127,7 @@ type AgentSpec struct {
 	// AutomountServiceAccountToken mounts the ServiceAccount's API token
 	// into the Task pods. Default false: an agent cannot call the Kubernetes
 	// API. Set true for an agent that uses kubectl, and give its
-	// ServiceAccount only the RBAC it needs (docs/network.md); with
+	// ServiceAccount only the RBAC it needs (README.md shows a Role); with
 	// network.egress, also set network.egress.kubernetesAPI.
 	// +optional
 	AutomountServiceAccountToken *bool `json:"automountServiceAccountToken,omitempty"`

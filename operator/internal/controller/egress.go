@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -150,22 +149,10 @@ func (e *egressLookup) apiAddresses(ctx context.Context) ([]netip.AddrPort, erro
 }
 
 // egressInput works out the EgressInput of a Task whose Agent sets
-// network.egress. A policy this Task already owns (from an earlier attempt
-// to start it) wins: the Job must pin the addresses that policy allows. A
-// lookup that fails makes the Task wait (EgressUnresolved).
+// network.egress. A lookup that fails makes the Task wait (EgressUnresolved).
 func (r *TaskReconciler) egressInput(ctx context.Context, task *v1alpha1.Task, agent *v1alpha1.Agent) (*jobbuilder.EgressInput, *waitReason, error) {
 	if agent.Spec.Network == nil || agent.Spec.Network.Egress == nil {
 		return nil, nil, nil
-	}
-	existing := &networkingv1.NetworkPolicy{}
-	key := types.NamespacedName{Namespace: task.Namespace, Name: jobbuilder.EgressPolicyName(jobbuilder.JobName(task.Name))}
-	if err := r.APIReader.Get(ctx, key, existing); err == nil {
-		var in jobbuilder.EgressInput
-		if metav1.IsControlledBy(existing, task) && json.Unmarshal([]byte(existing.Annotations[jobbuilder.AnnotationEgressResolution]), &in) == nil {
-			return &in, nil, nil
-		}
-	} else if !apierrors.IsNotFound(err) {
-		return nil, nil, err
 	}
 	names, err := jobbuilder.EgressHosts(task, agent)
 	if err != nil {
@@ -183,6 +170,34 @@ func (r *TaskReconciler) egressInput(ctx context.Context, task *v1alpha1.Task, a
 			"Agent %s network.egress: the API server's addresses cannot be read, so the policy cannot refuse them: %v. The Task waits.", agent.Name, err)}, nil
 	}
 	return &jobbuilder.EgressInput{Hosts: hosts, API: api}, nil, nil
+}
+
+// createPolicy creates the Task's NetworkPolicy. A policy the Task already
+// owns, from an earlier attempt to start it, wins: the Job must pin the
+// addresses that policy allows, so when its recorded resolution differs the
+// Task's objects are built again from it.
+func (r *TaskReconciler) createPolicy(ctx context.Context, task *v1alpha1.Task, in jobbuilder.Input, out *jobbuilder.Output) (*jobbuilder.Output, error) {
+	err := r.Client.Create(ctx, out.NetworkPolicy)
+	if err == nil || !apierrors.IsAlreadyExists(err) {
+		return out, err
+	}
+	existing := &networkingv1.NetworkPolicy{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(out.NetworkPolicy), existing); err != nil {
+		return nil, err
+	}
+	if !metav1.IsControlledBy(existing, task) {
+		return nil, &ownerConflict{kind: "NetworkPolicy", name: existing.Name}
+	}
+	recorded := existing.Annotations[jobbuilder.AnnotationEgressResolution]
+	if recorded == out.NetworkPolicy.Annotations[jobbuilder.AnnotationEgressResolution] {
+		return out, nil
+	}
+	var egress jobbuilder.EgressInput
+	if err := json.Unmarshal([]byte(recorded), &egress); err != nil {
+		return nil, fmt.Errorf("NetworkPolicy %s/%s: annotation %s: %w", existing.Namespace, existing.Name, jobbuilder.AnnotationEgressResolution, err)
+	}
+	in.Egress = &egress
+	return jobbuilder.Build(in)
 }
 
 // egressStarting is what a Task records about its egress isolation when its
@@ -296,6 +311,3 @@ func agentEgressCondition(agent *v1alpha1.Agent) *metav1.Condition {
 		ObservedGeneration: agent.Generation,
 		Message:            "No Task of this Agent has checked yet whether the cluster enforces its NetworkPolicy."}
 }
-
-// defaultResolver is the resolver of the controller's own pod.
-var defaultResolver HostResolver = net.DefaultResolver

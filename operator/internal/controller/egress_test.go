@@ -265,3 +265,36 @@ func TestEgressInvalidForTheCluster(t *testing.T) {
 func terminated(code int32, reason, message string) corev1.ContainerState {
 	return corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: code, Reason: reason, Message: message}}
 }
+
+// A policy the Task already owns (a start that was cut off after writing
+// it) decides what the Job pins, even when DNS now answers otherwise.
+func TestEgressRetryKeepsTheRecordedResolution(t *testing.T) {
+	hosts := &hostsTable{names: map[string][]netip.Addr{}}
+	hosts.set("model.example.test", "198.51.100.99")
+	startController(t, func(o *controller.Options) { o.HostResolver = hosts })
+	ns := namespace(t)
+	task := newTask(ns, "again")
+	task.Spec.AgentRef = "fenced"
+	create(t, task) // waits: the Agent does not exist yet
+	waitCond := func() bool {
+		c := condition(getTask(t, ns, "again"), v1alpha1.TaskConditionReady)
+		return c != nil && c.Reason == v1alpha1.ReasonAgentNotFound
+	}
+	eventually(t, 10*time.Second, "the Task to wait for its Agent", waitCond)
+	got := getTask(t, ns, "again")
+	api := kubernetesService(t)
+	recorded := fmt.Sprintf(`{"hosts":{"model.example.test":["198.51.100.7"]},"api":["%s"]}`, api)
+	create(t, &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "again-egress", Namespace: ns,
+			Annotations:     map[string]string{jobbuilder.AnnotationEgressResolution: recorded},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(got, v1alpha1.GroupVersion.WithKind("Task"))}},
+		Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}},
+	})
+	create(t, egressAgentObj(ns, "fenced", v1alpha1.Egress{Allow: []v1alpha1.EgressRule{{Host: "model.example.test", Ports: []int32{8443}}}}))
+	running := waitPhase(t, ns, "again", v1alpha1.TaskPhaseRunning)
+	job, ok := getJob(t, ns, "again")
+	require.True(t, ok)
+	assert.Equal(t, []corev1.HostAlias{{IP: "198.51.100.7", Hostnames: []string{"model.example.test"}}}, job.Spec.Template.Spec.HostAliases,
+		"the Job pins what the existing policy was written from")
+	assert.Contains(t, running.Status.Egress.Allowed, "model.example.test (198.51.100.7) TCP 8443")
+}

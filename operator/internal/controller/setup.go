@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"net"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -91,9 +92,9 @@ func (r *TaskReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 	if r.serviceAccounts == nil {
 		r.serviceAccounts = newServiceAccounts(r.APIReader)
 	}
-	resolver := r.HostResolver
-	if resolver == nil {
-		resolver = defaultResolver
+	var resolver HostResolver = net.DefaultResolver
+	if r.HostResolver != nil {
+		resolver = r.HostResolver
 	}
 	r.egress = &egressLookup{resolver: resolver, reader: r.APIReader}
 	registerMetrics(mgr.GetCache())

@@ -273,10 +273,11 @@ func (r *TaskReconciler) start(ctx context.Context, task *v1alpha1.Task) (reconc
 		return reconcile.Result{RequeueAfter: recheckMissing}, r.wait(ctx, task, wait.reason, wait.message)
 	}
 
-	out, err := jobbuilder.Build(jobbuilder.Input{
+	in := jobbuilder.Input{
 		Task: task, Agent: agent, ConfigMaps: cms, Egress: egressIn,
 		Images: jobbuilder.Images{GitInit: imgs.GitInit, ContextInit: imgs.ContextInit, PullPolicy: pull},
-	})
+	}
+	out, err := jobbuilder.Build(in)
 	if errors.As(err, &berr) {
 		return reconcile.Result{}, r.fail(ctx, task, v1alpha1.TaskConditionReady, berr.Reason, berr.Message, nil)
 	}
@@ -298,7 +299,7 @@ func (r *TaskReconciler) start(ctx context.Context, task *v1alpha1.Task) (reconc
 
 	// The policy first: the pod must never exist without it.
 	if out.NetworkPolicy != nil {
-		if err := r.createOwned(ctx, task, out.NetworkPolicy); err != nil {
+		if out, err = r.createPolicy(ctx, task, in, out); err != nil {
 			r.admission.release(task)
 			return r.createFailed(ctx, task, err)
 		}

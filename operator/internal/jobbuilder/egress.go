@@ -269,7 +269,8 @@ func (b *builder) buildEgress(jobName string, labels map[string]string, owner *m
 
 	pinned := map[string][]netip.Addr{}
 	// hostRule allows the addresses name resolved to, less protected ones.
-	hostRule := func(name string, proto corev1.Protocol, ports []int32, what string) error {
+	// label starts its line in the summary; what names it in errors.
+	hostRule := func(name string, proto corev1.Protocol, ports []int32, what, label string) error {
 		addrs, ok := in.Hosts[name]
 		if !ok || len(addrs) == 0 {
 			return fmt.Errorf("host %q of Agent %s was not resolved", name, agent.Name)
@@ -293,7 +294,7 @@ func (b *builder) buildEgress(jobName string, labels map[string]string, owner *m
 		}
 		rules = append(rules, networkingv1.NetworkPolicyEgressRule{To: peers, Ports: policyPorts(proto, ports)})
 		pinned[name] = keep
-		summary.Allowed = append(summary.Allowed, fmt.Sprintf("%s (%s) %s", name, addrList(keep), portList(proto, ports)))
+		summary.Allowed = append(summary.Allowed, fmt.Sprintf("%s%s (%s) %s", label, name, addrList(keep), portList(proto, ports)))
 		return nil
 	}
 
@@ -303,7 +304,7 @@ func (b *builder) buildEgress(jobName string, labels map[string]string, owner *m
 			proto = corev1.ProtocolTCP
 		}
 		if r.Host != "" {
-			if err := hostRule(r.Host, proto, r.Ports, fmt.Sprintf("network.egress.allow[%d].host", i)); err != nil {
+			if err := hostRule(r.Host, proto, r.Ports, fmt.Sprintf("network.egress.allow[%d].host", i), ""); err != nil {
 				return nil, err
 			}
 			continue
@@ -355,10 +356,9 @@ func (b *builder) buildEgress(jobName string, labels map[string]string, owner *m
 			summary.Allowed = append(summary.Allowed, fmt.Sprintf("Git %s (%s) TCP %d", d.repo, a, d.port))
 			continue
 		}
-		if err := hostRule(d.host, corev1.ProtocolTCP, []int32{d.port}, "Git context repository host"); err != nil {
+		if err := hostRule(d.host, corev1.ProtocolTCP, []int32{d.port}, "Git context repository host", "Git "+d.repo+": "); err != nil {
 			return nil, err
 		}
-		summary.Allowed[len(summary.Allowed)-1] = "Git " + d.repo + ": " + summary.Allowed[len(summary.Allowed)-1]
 	}
 
 	if eg.KubernetesAPI && len(api) > 0 {
