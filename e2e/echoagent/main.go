@@ -12,6 +12,9 @@
 //	env=NAME        the variable's value, or that it is unset
 //	append=PATH:TXT appends TXT and a newline to PATH (created if missing)
 //	sleep=DURATION  waits, e.g. sleep=30s
+//	dial=HOST:PORT  opens a TCP connection (3s at most) and prints "== dial
+//	                HOST:PORT ok" or "== dial HOST:PORT failed: ERROR"; a
+//	                connection that fails is reported, not a failed step
 //	exit=N          exits with N at once
 //
 // Relative paths are taken from the working directory, which the Job sets to
@@ -25,6 +28,7 @@ import (
 	"crypto/sha1" //nolint:gosec // Git object names
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -124,6 +128,14 @@ func step(s string) error {
 			return err
 		}
 		time.Sleep(d)
+	case "dial":
+		conn, err := net.DialTimeout("tcp", arg, 3*time.Second)
+		if err != nil {
+			fmt.Printf("== dial %s failed: %v\n", arg, err)
+			return nil
+		}
+		conn.Close()
+		fmt.Printf("== dial %s ok\n", arg)
 	case "exit":
 		code, err := strconv.Atoi(arg)
 		if err != nil {

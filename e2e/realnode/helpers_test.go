@@ -173,6 +173,7 @@ type echoOutput struct {
 	stats map[string]string // path -> "MODE UID:GID SIZE[ -> TARGET]"
 	cats  map[string]string // path -> content
 	envs  map[string]string // name -> value; absent when unset
+	dials map[string]string // HOST:PORT -> "ok" or "failed: ERROR"
 	// appended lists the files appended to, in order.
 	appended []string
 	// start and finish are the agent's clock readings (Unix ns) when it
@@ -181,7 +182,7 @@ type echoOutput struct {
 }
 
 func parseEcho(raw string) *echoOutput {
-	o := &echoOutput{raw: raw, stats: map[string]string{}, cats: map[string]string{}, envs: map[string]string{}}
+	o := &echoOutput{raw: raw, stats: map[string]string{}, cats: map[string]string{}, envs: map[string]string{}, dials: map[string]string{}}
 	lines := strings.SplitAfter(raw, "\n")
 	for i := 0; i < len(lines); i++ {
 		line := strings.TrimSuffix(lines[i], "\n")
@@ -206,6 +207,9 @@ func parseEcho(raw string) *echoOutput {
 			if k, v, ok := strings.Cut(arg, "="); ok {
 				o.envs[k] = v
 			}
+		case "dial":
+			addr, result, _ := strings.Cut(arg, " ")
+			o.dials[addr] = result
 		case "appended":
 			o.appended = append(o.appended, arg)
 		case "start":

@@ -9,7 +9,8 @@
 //
 // TestMain sets up once per package: an image registry on 127.0.0.1, the
 // four images, the cluster (whose real node gives pods the API server at the
-// kubernetes Service address), the controller, and Git servers for the pods
+// kubernetes Service address, and enforces NetworkPolicy with kube-router's
+// network policy controller), the controller, and Git servers for the pods
 // to clone from.
 // docs/e2e.md describes the suite and what the host needs.
 package realnode_test
@@ -27,7 +28,10 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -63,7 +67,7 @@ const echoBinary = "/usr/local/bin/echo-agent"
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	if ok, missing := cluster.RealNodeSupported(); !ok {
+	if ok, missing := cluster.RealNodeSupported(cluster.WithNetworkPolicy); !ok {
 		env.skip = "the real-node suite needs " + strings.Join(missing, "; ")
 		fmt.Fprintf(os.Stderr, "\n*** SKIPPING e2e/realnode: %s ***\n\n", env.skip)
 		os.Exit(m.Run())
@@ -125,7 +129,7 @@ func run(m *testing.M) (code int) {
 		built <- buildResult{refs, err}
 	}()
 
-	c, err := cluster.Start(ctx, cluster.Options{RealNode: true, Dir: filepath.Join(dir, "cluster"), Progress: os.Stderr})
+	c, err := cluster.Start(ctx, cluster.Options{RealNode: true, NetworkPolicy: true, Dir: filepath.Join(dir, "cluster"), Progress: os.Stderr})
 	if err != nil {
 		<-built
 		return fail("starting the cluster", err)
@@ -166,16 +170,21 @@ func run(m *testing.M) (code int) {
 	}
 	step("controller Deployment rolled out")
 
+	host, err := bridgeAddress()
+	if err != nil {
+		return fail("finding the pod bridge", err)
+	}
+	if err := nameHostServers(ctx, host); err != nil {
+		logControllerPod(env.cs)
+		return fail("naming the host's servers for the controller", err)
+	}
+	step("controller resolves %s and %s to %s", modelHost, gitHost, host)
+
 	if env.git, err = startGitServers(dir); err != nil {
 		return fail("starting the Git servers", err)
 	}
 	defer env.git.Close()
 	step("Git servers at %s (HTTP) and %s (SSH)", env.git.httpURL, env.git.sshAddr)
-
-	host, err := bridgeAddress()
-	if err != nil {
-		return fail("finding the pod bridge", err)
-	}
 	if env.model, err = modelserver.Start(host + ":0"); err != nil {
 		return fail("starting the scripted model", err)
 	}
@@ -188,6 +197,29 @@ func run(m *testing.M) (code int) {
 	}
 	step("tests done")
 	return code
+}
+
+// The names egress allow-lists use for the servers this host runs for the
+// pods (the scripted model, the Git servers). The controller resolves them
+// as it would a public name, here from hostAliases on its Deployment.
+const (
+	modelHost = "model.e2e.test"
+	gitHost   = "git.e2e.test"
+)
+
+// nameHostServers has the controller resolve modelHost and gitHost to ip,
+// the host's address on the pod bridge, and waits for it to roll out.
+func nameHostServers(ctx context.Context, ip string) error {
+	d := &appsv1.Deployment{}
+	if err := env.k8s.Get(ctx, types.NamespacedName{Namespace: deploy.ControllerNamespace, Name: deploy.ControllerDeployment}, d); err != nil {
+		return err
+	}
+	patch := client.MergeFrom(d.DeepCopy())
+	d.Spec.Template.Spec.HostAliases = []corev1.HostAlias{{IP: ip, Hostnames: []string{modelHost, gitHost}}}
+	if err := env.k8s.Patch(ctx, d, patch); err != nil {
+		return err
+	}
+	return deploy.WaitForRollout(ctx, env.k8s, deploy.ControllerNamespace, deploy.ControllerDeployment, 3*time.Minute)
 }
 
 // requireEnv skips a test on a host that cannot run a real node.

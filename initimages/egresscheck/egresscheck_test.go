@@ -10,40 +10,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/kubeopencode/kubeopencode/api/contract"
+	"github.com/kubeopencode/kubeopencode/internal/nettest"
 )
-
-// listen serves TCP on a loopback port that accepts and closes every
-// connection, as an API server or a metadata endpoint would answer.
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return l
-}
-
-// closedPort is a loopback port nothing listens on: connections are refused.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return addr
-}
 
 func TestRefusedTargetsPass(t *testing.T) {
 	plan := &contract.EgressCheckPlan{Version: contract.Version, WaitSeconds: 5, Targets: []contract.EgressProbe{
-		{Address: closedPort(t), What: "Kubernetes API"},
+		{Address: nettest.ClosedPort(t), What: "Kubernetes API"},
 		// A black hole: TEST-NET-1 has no route here, or times out.
 		{Address: "192.0.2.1:80", What: "cloud metadata"},
 	}}
@@ -56,28 +28,31 @@ func TestRefusedTargetsPass(t *testing.T) {
 }
 
 func TestReachableTargetFailsAfterWait(t *testing.T) {
-	api := listen(t)
+	api := nettest.Serve(t, "127.0.0.1:0")
 	plan := &contract.EgressCheckPlan{Version: contract.Version, WaitSeconds: 1, Targets: []contract.EgressProbe{
-		{Address: api.Addr().String(), What: "Kubernetes API"},
-		{Address: closedPort(t), What: "cloud metadata"},
+		{Address: api, What: "Kubernetes API"},
+		{Address: nettest.ClosedPort(t), What: "cloud metadata"},
 	}}
 	start := time.Now()
 	res, err := Run(context.Background(), plan, Options{Interval: 100 * time.Millisecond})
 	require.Error(t, err)
 	assert.GreaterOrEqual(t, time.Since(start), 900*time.Millisecond, "a policy being programmed is waited for")
 	assert.Less(t, time.Since(start), 3*time.Second)
-	assert.Contains(t, err.Error(), "egress isolation is not enforced: the pod can connect to "+api.Addr().String()+" (Kubernetes API)")
+	assert.Contains(t, err.Error(), "egress isolation is not enforced: the pod can connect to "+api+" (Kubernetes API)")
 	assert.Contains(t, err.Error(), "docs/network.md")
-	assert.Equal(t, []string{api.Addr().String() + " (Kubernetes API)"}, res.Reachable)
+	assert.Equal(t, []string{api + " (Kubernetes API)"}, res.Reachable)
 	assert.Equal(t, []string{plan.Targets[1].String()}, res.Refused)
 }
 
 // A policy programmed a moment after the pod started: the target answers
 // at first, then stops; the check passes and says how long it waited.
 func TestPolicyProgrammedLatePasses(t *testing.T) {
-	api := listen(t)
-	addr := api.Addr().String()
-	time.AfterFunc(700*time.Millisecond, func() { api.Close() })
+	// The kernel completes connections to a listener's backlog: no
+	// Accept is needed for them to succeed until it closes.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	time.AfterFunc(700*time.Millisecond, func() { l.Close() })
 	plan := &contract.EgressCheckPlan{Version: contract.Version, WaitSeconds: 10, Targets: []contract.EgressProbe{{Address: addr, What: "Kubernetes API"}}}
 	res, err := Run(context.Background(), plan, Options{Interval: 100 * time.Millisecond})
 	require.NoError(t, err)

@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/kubeopencode/kubeopencode/internal/nettest"
 	"github.com/kubeopencode/kubeopencode/tools/cluster"
 )
 
@@ -74,10 +75,10 @@ func TestRealNodeNetworkPolicy(t *testing.T) {
 
 	bridge, err := cluster.PodBridgeAddress()
 	require.NoError(t, err)
-	serverA := hostServer(t, bridge)
-	serverB := hostServer(t, bridge)
-	addLoopbackAddress(t, metadataAddress)
-	metadata := hostServerAt(t, net.JoinHostPort(metadataAddress, "80"))
+	serverA := nettest.ServeOutsideNodePorts(t, bridge)
+	serverB := nettest.ServeOutsideNodePorts(t, bridge)
+	nettest.AddLoopbackAddress(t, metadataAddress)
+	metadata := nettest.Serve(t, net.JoinHostPort(metadataAddress, "80"))
 	targets := []struct{ name, addr string }{
 		{"A", serverA}, {"B", serverB}, {"kubernetes Service", c.APIServiceAddress}, {"metadata", metadata},
 	}
@@ -96,7 +97,7 @@ func TestRealNodeNetworkPolicy(t *testing.T) {
 		expect(t, bystanderIP, allOK)
 	})
 
-	portA := intstr.FromInt32(int32(mustPort(t, serverA)))
+	portA := intstr.FromInt32(int32(nettest.Port(t, serverA)))
 	policy := &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "egress", Namespace: ns},
 		Spec: networkingv1.NetworkPolicySpec{
@@ -270,63 +271,6 @@ func waitProbe(t *testing.T, podIP, addr, want string, since time.Time) time.Dur
 	})
 	require.NoError(t, err, "pod %s dialling %s: want %s, got %s", podIP, addr, want, got)
 	return at.Sub(since).Round(time.Millisecond)
-}
-
-// hostServer accepts TCP connections on a free port of ip outside the
-// NodePort range (kube-router lets pods reach local addresses on those ports
-// whatever their policies say) and returns host:port.
-func hostServer(t *testing.T, ip string) string {
-	t.Helper()
-	for range 20 {
-		addr := hostServerAt(t, net.JoinHostPort(ip, "0"))
-		if p := mustPort(t, addr); p < 30000 || p > 32767 {
-			return addr
-		}
-	}
-	t.Fatal("no free port outside the NodePort range")
-	return ""
-}
-
-func hostServerAt(t *testing.T, addr string) string {
-	t.Helper()
-	l, err := net.Listen("tcp4", addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			conn.Close()
-		}
-	}()
-	return l.Addr().String()
-}
-
-func mustPort(t *testing.T, addr string) int {
-	t.Helper()
-	a, err := net.ResolveTCPAddr("tcp", addr)
-	require.NoError(t, err)
-	return a.Port
-}
-
-// addLoopbackAddress puts ip on lo for the test. The address is then local:
-// on a cloud host whose metadata service is at that address, this host
-// itself reaches the test server instead until the test ends.
-func addLoopbackAddress(t *testing.T, ip string) {
-	t.Helper()
-	out, err := exec.Command("ip", "-o", "addr", "show", "dev", "lo").CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	if strings.Contains(string(out), " "+ip+"/") {
-		return
-	}
-	out, err = exec.Command("ip", "addr", "add", ip+"/32", "dev", "lo").CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	t.Cleanup(func() {
-		out, err := exec.Command("ip", "addr", "del", ip+"/32", "dev", "lo").CombinedOutput()
-		assert.NoError(t, err, "removing %s from lo: %s", ip, out)
-	})
 }
 
 type firewallState struct {

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/kubeopencode/kubeopencode/api/contract"
 	"github.com/kubeopencode/kubeopencode/initimages/internal/proctest"
+	"github.com/kubeopencode/kubeopencode/internal/nettest"
 )
 
 // TestBinary runs the statically built context-init as the pod would.
@@ -115,22 +115,8 @@ func TestEgressCheckBinary(t *testing.T) {
 	bin := proctest.Build(t, ".", sandbox, "context-init")
 	termLog := proctest.TerminationLog(t, sandbox)
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	closedAddr := closed.Addr().String()
-	require.NoError(t, closed.Close())
+	reachable := nettest.Serve(t, "127.0.0.1:0")
+	closedAddr := nettest.ClosedPort(t)
 
 	run := func(plan contract.EgressCheckPlan) proctest.Run {
 		b, err := json.Marshal(plan)
@@ -145,11 +131,11 @@ func TestEgressCheckBinary(t *testing.T) {
 	})
 	t.Run("reachable", func(t *testing.T) {
 		r := run(contract.EgressCheckPlan{Version: contract.Version, WaitSeconds: 1, Targets: []contract.EgressProbe{
-			{Address: l.Addr().String(), What: "Kubernetes API"}, {Address: closedAddr, What: "cloud metadata"},
+			{Address: reachable, What: "Kubernetes API"}, {Address: closedAddr, What: "cloud metadata"},
 		}})
 		require.Equal(t, 1, r.ExitCode, "stdout: %s\nstderr: %s", r.Stdout, r.Stderr)
-		assert.Contains(t, r.Result.Error, "egress isolation is not enforced: the pod can connect to "+l.Addr().String()+" (Kubernetes API)")
-		assert.Equal(t, []string{l.Addr().String() + " (Kubernetes API)"}, r.Result.Reachable)
+		assert.Contains(t, r.Result.Error, "egress isolation is not enforced: the pod can connect to "+reachable+" (Kubernetes API)")
+		assert.Equal(t, []string{reachable + " (Kubernetes API)"}, r.Result.Reachable)
 		assert.Equal(t, []string{closedAddr + " (cloud metadata)"}, r.Result.Refused)
 	})
 	t.Run("bad plan", func(t *testing.T) {

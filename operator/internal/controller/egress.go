@@ -230,6 +230,11 @@ func egressVerdict(pod *corev1.Pod) (enforced bool, refused []string, message st
 		var res contract.Result
 		_ = json.Unmarshal([]byte(strings.TrimSpace(t.Message)), &res)
 		if t.ExitCode == 0 {
+			if len(res.Refused) == 0 {
+				// No report (a simulated node's container, a check
+				// image that is not ours): nothing was proven.
+				return false, nil, "", false
+			}
 			return true, res.Refused, "", true
 		}
 		if len(res.Reachable) == 0 {

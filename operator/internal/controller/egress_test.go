@@ -217,6 +217,33 @@ func TestEgressNotEnforcedFailsTheTaskAndWarnsOnTheAgent(t *testing.T) {
 	assert.Equal(t, metav1.ConditionFalse, agentCondition(t, ns, "fenced", v1alpha1.AgentConditionEgressEnforced).Status)
 }
 
+// A check container that ends well without its report (as on kwok, whose
+// containers never run) proves nothing: the Task does not claim its
+// policy is enforced, and neither does the Agent.
+func TestEgressCheckWithoutReportClaimsNothing(t *testing.T) {
+	startController(t, func(o *controller.Options) { o.HostResolver = &hostsTable{names: map[string][]netip.Addr{}} })
+	ns := namespace(t)
+	create(t, egressAgentObj(ns, "fenced", v1alpha1.Egress{}))
+	task := newTask(ns, "simulated")
+	task.Spec.AgentRef = "fenced"
+	create(t, task)
+	waitPhase(t, ns, "simulated", v1alpha1.TaskPhaseRunning)
+	podFor(t, ns, "simulated", corev1.PodStatus{Phase: corev1.PodSucceeded, InitContainerStatuses: []corev1.ContainerStatus{
+		{Name: jobbuilder.EgressCheckContainer, State: terminated(0, "Completed", "")},
+		{Name: "context-init", State: terminated(0, "Completed", "")},
+	}})
+	finishJob(t, ns, "simulated", true, "")
+	done := waitPhase(t, ns, "simulated", v1alpha1.TaskPhaseCompleted)
+	c := condition(done, v1alpha1.TaskConditionEgressEnforced)
+	require.NotNil(t, c)
+	assert.Equal(t, metav1.ConditionUnknown, c.Status, c.Message)
+	assert.Equal(t, v1alpha1.ReasonEgressNotChecked, c.Reason)
+	assert.Empty(t, done.Status.Egress.Refused)
+	ac := agentCondition(t, ns, "fenced", v1alpha1.AgentConditionEgressEnforced)
+	require.NotNil(t, ac)
+	assert.Equal(t, metav1.ConditionUnknown, ac.Status, ac.Message)
+}
+
 func TestEgressAPIAllowedIsNotVerifiable(t *testing.T) {
 	startController(t, func(o *controller.Options) { o.HostResolver = &hostsTable{names: map[string][]netip.Addr{}} })
 	ns := namespace(t)
