@@ -3,6 +3,9 @@ package realnode_test
 import (
 	"context"
 	"encoding/json"
+	"net"
+	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +19,8 @@ import (
 
 	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
 	"github.com/kubeopencode/kubeopencode/internal/modelserver"
+	"github.com/kubeopencode/kubeopencode/internal/nettest"
+	"github.com/kubeopencode/kubeopencode/tools/deploy"
 	"github.com/kubeopencode/kubeopencode/tools/images"
 )
 
@@ -208,4 +213,56 @@ func TestOpenCodeStopWhileThinking(t *testing.T) {
 	require.NotNil(t, stopped, describeTask(tk))
 	assert.Equal(t, v1alpha1.ReasonUserStopped, stopped.Reason)
 	waitGone(t, tk)
+}
+
+// TestQuickstartSample runs manifests/samples/agent.yaml and task.yaml as
+// tools/quickstart does on a real node: the real OpenCode, the sample's
+// command, credential, context and read-only root filesystem, and its
+// egress isolation on, the allow-list pointed at the scripted model (by the
+// name the controller resolves). The Task completes, the pod proved its
+// NetworkPolicy enforced before OpenCode started, and OpenCode still got
+// every answer from the model.
+func TestQuickstartSample(t *testing.T) {
+	requireEnv(t)
+	t.Parallel()
+	ns := restrictedNamespace(t)
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	require.NoError(t, err)
+	for _, obj := range []client.Object{
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "kubeopencode-agent", Namespace: ns}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "llm-credentials", Namespace: ns}, StringData: map[string]string{"api-key": "scripted-key-for-quickstart"}},
+	} {
+		create(t, obj)
+	}
+	script := scriptName(t)
+	base, err := url.Parse(env.model.Handle(script, deploy.SampleScript))
+	require.NoError(t, err)
+	base.Host = net.JoinHostPort(modelHost, base.Port())
+	model, err := deploy.OpenAICompatible("scripted", base.String(), "quickstart")
+	require.NoError(t, err)
+	agent, err := deploy.SampleAgent(root, ns, env.opencodeImage, model)
+	require.NoError(t, err)
+	require.NotNil(t, agent.Spec.Network, "the sample Agent turns egress isolation on")
+	assert.Equal(t, []v1alpha1.EgressRule{{Host: modelHost, Ports: []int32{int32(nettest.Port(t, base.Host))}}}, agent.Spec.Network.Egress.Allow)
+	create(t, agent)
+	tk, err := deploy.SampleTask(root, ns)
+	require.NoError(t, err)
+	create(t, tk)
+
+	tk = waitTask(t, ns, tk.Name, 5*time.Minute, "Completed or Failed", func(tk *v1alpha1.Task) bool { return tk.Status.Phase.IsTerminal() })
+	requireCompleted(t, tk)
+	c := condition(tk, v1alpha1.TaskConditionEgressEnforced)
+	require.NotNil(t, c, describeTask(tk))
+	assert.Equal(t, metav1.ConditionTrue, c.Status, c.Message)
+	assert.Contains(t, tk.Status.Egress.Refused, env.cluster.APIServiceAddress+" (Kubernetes API)")
+
+	reqs := agentRequests(env.model.Requests(script))
+	require.Len(t, reqs, 4, "one model request per step of the sample script")
+	assert.Contains(t, reqs[0].Text(), "Say hello, list the files in your workspace, and exit.")
+	assert.Contains(t, reqs[0].Text(), "Keep changes small. Run the tests before you finish.", "the sample Agent's Text context")
+	assert.Equal(t, modelserver.KeyFingerprint("scripted-key-for-quickstart"), reqs[0].KeyFingerprint, "the key came from the sample credential")
+	assert.Contains(t, reqs[1].Text(), "task.md", "OpenCode listed the workspace")
+	out := containerLogs(t, taskPod(t, tk), "agent")
+	assert.Contains(t, out, "[tool write] completed")
+	assert.Contains(t, out, "final answer: Hello!")
 }

@@ -22,15 +22,21 @@
 //	go run ./tools/quickstart --model-endpoint https://api.example.com/v1 --model my-model   # OpenAI-compatible
 //	go run ./tools/quickstart --model anthropic/claude-sonnet-4-5                             # a provider OpenCode knows
 //
-// with the API key in $KUBEOPENCODE_MODEL_API_KEY. kwok nodes only simulate pods: the controller then runs as a process on
+// with the API key in $KUBEOPENCODE_MODEL_API_KEY. The sample Agent's egress
+// isolation is on: the node enforces NetworkPolicy (kube-router, which
+// needs iptables and ipset), the Agent's allow-list names the model's host
+// and port, and the quickstart fails unless the Task's pod proved the policy
+// enforced (--egress-isolation=false runs the agent unfenced).
+//
+// kwok nodes only simulate pods: the controller then runs as a process on
 // this host, and the Task's Job is created, scheduled and completed by the
-// real control plane without any container running. docs/local-cluster.md
-// says more.
+// real control plane without any container running (and without egress
+// isolation, which nothing there could enforce). docs/local-cluster.md says
+// more.
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -49,7 +55,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -74,6 +79,7 @@ func main() {
 	flag.BoolVar(&o.kwok, "kwok", false, "simulate pods on kwok nodes even when this host can run a real node")
 	flag.BoolVar(&o.realNode, "real-node", false, "require a real node (kubelet with containerd); fail when the host cannot run one")
 	flag.StringVar(&o.modelEndpoint, "model-endpoint", "", "base URL of an OpenAI-compatible model API to use instead of the scripted model (needs --model)")
+	flag.BoolVar(&o.egress, "egress-isolation", true, "on a real node, enforce the sample Agent's network.egress (a NetworkPolicy, kube-router on the node) so that the agent can reach its model and nothing else; false runs it unfenced")
 	flag.StringVar(&o.model, "model", "", "the model: with --model-endpoint its name there, else provider/model as OpenCode knows it (e.g. anthropic/claude-sonnet-4-5)")
 	flag.Parse()
 	// controller-runtime's client logs through a logger that must be set;
@@ -103,6 +109,7 @@ type options struct {
 	kwok, realNode bool
 	modelEndpoint  string
 	model          string
+	egress         bool
 }
 
 // apiKeyEnv holds the API key for --model-endpoint or --model.
@@ -112,15 +119,19 @@ func say(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
 
 // useRealNode picks the node kind and says which, and why.
 func useRealNode(o options) (bool, error) {
-	ok, missing := cluster.RealNodeSupported()
+	var features []cluster.RealNodeFeature
+	if o.egress {
+		features = append(features, cluster.WithNetworkPolicy)
+	}
+	ok, missing := cluster.RealNodeSupported(features...)
 	if !ok && !o.kwok && os.Geteuid() == 0 {
-		if pkgs := cluster.RealNodePackages(); len(pkgs) > 0 {
+		if pkgs := cluster.RealNodePackages(features...); len(pkgs) > 0 {
 			if _, err := exec.LookPath("apt-get"); err == nil {
 				say("Installing what a real node needs: apt-get install -y %s", strings.Join(pkgs, " "))
 				if err := aptInstall(pkgs); err != nil {
 					return false, err
 				}
-				ok, missing = cluster.RealNodeSupported()
+				ok, missing = cluster.RealNodeSupported(features...)
 			}
 		}
 	}
@@ -198,7 +209,7 @@ func run(ctx context.Context, o options) error {
 	}
 	copts := cluster.Options{Dir: filepath.Join(dir, "cluster"), Nodes: 1, Progress: os.Stdout}
 	if onRealNode {
-		copts.RealNode, copts.Nodes = true, 0
+		copts.RealNode, copts.NetworkPolicy, copts.Nodes = true, o.egress, 0
 	}
 	cl, err := cluster.Start(ctx, copts)
 	if err != nil {
@@ -274,8 +285,16 @@ func runOnKwok(ctx context.Context, c client.Client, cl *cluster.Cluster, root, 
 	if err := c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "kubeopencode-agent", Namespace: "default"}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, stopController, err
 	}
-	if err := applyFile(ctx, c, filepath.Join(root, "manifests", "samples", "agent.yaml"), "default"); err != nil {
+	agent, err := deploy.ReadSampleAgent(root, "default")
+	if err != nil {
 		return nil, stopController, err
+	}
+	// kwok runs no container, so nothing could enforce or check the
+	// sample's egress isolation: the Agent goes without it.
+	agent.Spec.Network = nil
+	fmt.Println("    without network.egress: kwok nodes run no containers, so no policy could be enforced")
+	if err := c.Create(ctx, agent); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, stopController, fmt.Errorf("creating Agent %s/%s: %w", agent.Namespace, agent.Name, err)
 	}
 	final, err := runSampleTask(ctx, c, root, "default")
 	if err != nil {
@@ -320,13 +339,23 @@ func runOnRealNode(ctx context.Context, c client.Client, cl *cluster.Cluster, ro
 			return nil, fmt.Errorf("creating %T %s: %w", obj, obj.GetName(), err)
 		}
 	}
-	agent, err := opencodeSampleAgent(filepath.Join(root, "manifests", "samples", "agent.yaml"), refs[images.AgentOpenCode.Name], model)
+	agent, err := deploy.SampleAgent(root, quickstartNamespace, refs[images.AgentOpenCode.Name], model)
 	if err != nil {
 		return nil, err
+	}
+	if !o.egress {
+		agent.Spec.Network = nil
 	}
 	fmt.Printf("    agentImage: %s\n    command: %s\n", agent.Spec.AgentImage, strings.Join(agent.Spec.Command, " "))
 	for _, e := range agent.Spec.Env {
 		fmt.Printf("    env %s=%s\n", e.Name, e.Value)
+	}
+	if agent.Spec.Network != nil {
+		for _, a := range agent.Spec.Network.Egress.Allow {
+			fmt.Printf("    network.egress.allow %s%s ports %v\n", a.Host, a.CIDR, a.Ports)
+		}
+	} else {
+		fmt.Println("    no network.egress (--egress-isolation=false): the agent may connect anywhere")
 	}
 	if err := c.Create(ctx, agent); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("creating Agent %s/%s: %w", agent.Namespace, agent.Name, err)
@@ -340,12 +369,40 @@ func runOnRealNode(ctx context.Context, c client.Client, cl *cluster.Cluster, ro
 		return nil, err
 	}
 	printAgentOutput(ctx, c, cl, final)
+	if err := printEgress(final, o.egress); err != nil {
+		return final, err
+	}
 	if err := printResults(ctx, c, final); err != nil {
 		return final, err
 	}
 	say("Task %s/%s Completed: its init containers and OpenCode ran in containers on node %s, from images pinned by digest",
 		final.Namespace, final.Name, cluster.RealNodeName)
 	return final, nil
+}
+
+// printEgress shows what the Task's egress isolation allowed and what its
+// pod found refused; with isolation on, a Task that did not prove it
+// enforced is an error, not a quiet success.
+func printEgress(t *v1alpha1.Task, on bool) error {
+	if !on {
+		return nil
+	}
+	c := meta.FindStatusCondition(t.Status.Conditions, v1alpha1.TaskConditionEgressEnforced)
+	if t.Status.Egress == nil || c == nil {
+		return fmt.Errorf("Task %s/%s records no egress isolation", t.Namespace, t.Name)
+	}
+	say("Egress isolation (kubectl get task -n %s %s -o jsonpath='{.status.egress}'): NetworkPolicy %s", t.Namespace, t.Name, t.Status.Egress.NetworkPolicy)
+	for _, a := range t.Status.Egress.Allowed {
+		fmt.Println("    allowed: " + a)
+	}
+	for _, r := range t.Status.Egress.Refused {
+		fmt.Println("    refused: " + r)
+	}
+	fmt.Printf("    EgressEnforced=%s %s: %s\n", c.Status, c.Reason, c.Message)
+	if c.Status != metav1.ConditionTrue {
+		return fmt.Errorf("Task %s/%s: its egress isolation was not proven enforced (%s)", t.Namespace, t.Name, c.Reason)
+	}
+	return nil
 }
 
 // printResults shows the Task's results as `kubectl get task -o yaml` shows
@@ -399,68 +456,46 @@ func printResults(ctx context.Context, c client.Client, t *v1alpha1.Task) error 
 	return nil
 }
 
-// agentModel is how the sample Agent reaches its model.
-type agentModel struct {
-	// Name is OPENCODE_MODEL; Config is OPENCODE_CONFIG_CONTENT (may be empty).
-	Name, Config string
-}
-
 // chooseModel returns the model for the Agent and its API key: the scripted
 // model, served on the pod bridge for as long as the quickstart runs, or
 // the one the flags name.
-func chooseModel(o options) (agentModel, string, func(), error) {
+func chooseModel(o options) (deploy.SampleModel, string, func(), error) {
 	key := os.Getenv(apiKeyEnv)
 	switch {
 	case o.modelEndpoint != "":
 		if key == "" {
-			return agentModel{}, "", nil, fmt.Errorf("--model-endpoint: put the API key in $%s", apiKeyEnv)
+			return deploy.SampleModel{}, "", nil, fmt.Errorf("--model-endpoint: put the API key in $%s", apiKeyEnv)
 		}
 		say("Model: %s at %s (OpenAI-compatible), key from $%s", o.model, o.modelEndpoint, apiKeyEnv)
-		cfg, err := providerConfig("endpoint", o.modelEndpoint, o.model)
-		return agentModel{Name: "endpoint/" + o.model, Config: cfg}, key, func() {}, err
+		m, err := deploy.OpenAICompatible("endpoint", o.modelEndpoint, o.model)
+		return m, key, func() {}, err
 	case o.model != "":
 		if key == "" {
-			return agentModel{}, "", nil, fmt.Errorf("--model %s: put the provider's API key in $%s", o.model, apiKeyEnv)
+			return deploy.SampleModel{}, "", nil, fmt.Errorf("--model %s: put the provider's API key in $%s", o.model, apiKeyEnv)
 		}
 		say("Model: %s, key from $%s", o.model, apiKeyEnv)
-		return agentModel{Name: o.model}, key, func() {}, nil
+		if !o.egress {
+			return deploy.SampleModel{Name: o.model}, key, func() {}, nil
+		}
+		m, err := deploy.ProviderModel(o.model)
+		if err != nil {
+			err = fmt.Errorf("--model: %w (--model-endpoint, or --egress-isolation=false)", err)
+		}
+		return m, key, func() {}, err
 	}
 	host, err := cluster.PodBridgeAddress()
 	if err != nil {
-		return agentModel{}, "", nil, err
+		return deploy.SampleModel{}, "", nil, err
 	}
 	srv, err := modelserver.Start(host + ":0")
 	if err != nil {
-		return agentModel{}, "", nil, err
+		return deploy.SampleModel{}, "", nil, err
 	}
-	base := srv.Handle("default", quickstartScript)
+	base := srv.Handle("default", deploy.SampleScript)
 	say("Model: the scripted model at %s (no provider needed; --model-endpoint or --model use a real one)", base)
-	cfg, err := providerConfig("scripted", base, "quickstart")
-	return agentModel{Name: "scripted/quickstart", Config: cfg}, "scripted-model-key", srv.Close, err
+	m, err := deploy.OpenAICompatible("scripted", base, "quickstart")
+	return m, "scripted-model-key", srv.Close, err
 }
-
-// providerConfig is an OpenCode configuration adding an OpenAI-compatible
-// provider whose key OpenCode reads from the sample credential's variable.
-func providerConfig(name, baseURL, model string) (string, error) {
-	cfg := map[string]any{"provider": map[string]any{name: map[string]any{
-		"npm":     "@ai-sdk/openai-compatible",
-		"name":    name,
-		"options": map[string]any{"baseURL": baseURL, "apiKey": "{env:ANTHROPIC_API_KEY}"},
-		"models":  map[string]any{model: map[string]any{"name": model, "tool_call": true}},
-	}}}
-	data, err := json.Marshal(cfg)
-	return string(data), err
-}
-
-// quickstartScript is what the scripted model answers the sample Task
-// ("Say hello, list the files in your workspace, and exit."): it has
-// OpenCode list the workspace, read task.md, write a file and answer.
-var quickstartScript = modelserver.Steps(
-	modelserver.Reply{Text: "Hello! Let me look at the workspace.", ToolCalls: []modelserver.ToolCall{{Name: "bash", Arguments: `{"command": "id; pwd; ls -la", "description": "List the workspace"}`}}},
-	modelserver.Reply{ToolCalls: []modelserver.ToolCall{{Name: "read", Arguments: `{"filePath": "/workspace/task.md"}`}}},
-	modelserver.Reply{ToolCalls: []modelserver.ToolCall{{Name: "write", Arguments: `{"filePath": "/workspace/hello.txt", "content": "Hello from OpenCode, run by KubeOpenCode.\n"}`}}},
-	modelserver.Reply{Text: "Hello! The workspace held task.md, the Task's prompt; I listed it, read the prompt and wrote hello.txt."},
-)
 
 func moduleRoot() (string, error) {
 	out, err := exec.Command("go", "env", "GOMOD").Output()
@@ -507,37 +542,15 @@ func startController(ctx context.Context, root, dir, kubeconfig string, imageArg
 	return cmd, nil
 }
 
-func applyFile(ctx context.Context, c client.Client, path, namespace string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	u := &unstructured.Unstructured{}
-	if err := yaml.Unmarshal(data, &u.Object); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	u.SetNamespace(namespace)
-	if err := c.Create(ctx, u); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("applying %s: %w", path, err)
-	}
-	return nil
-}
-
 // runSampleTask creates the sample Task in ns and waits for it to end; it
 // returns the Task as it ended, with an error unless it Completed.
 func runSampleTask(ctx context.Context, c client.Client, root, ns string) (*v1alpha1.Task, error) {
-	path := filepath.Join(root, "manifests", "samples", "task.yaml")
-	data, err := os.ReadFile(path)
+	task, err := deploy.SampleTask(root, ns)
 	if err != nil {
 		return nil, err
 	}
-	task := &v1alpha1.Task{}
-	if err := yaml.Unmarshal(data, task); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	task.Namespace = ns
 	if err := c.Create(ctx, task); err != nil {
-		return nil, fmt.Errorf("creating the Task of %s in namespace %s: %w", path, ns, err)
+		return nil, fmt.Errorf("creating the Task of %s in namespace %s: %w", deploy.SampleTaskFile, ns, err)
 	}
 	say("Task %s/%s created; waiting for it to finish", ns, task.Name)
 	final, err := waitForTask(ctx, c, ns, task.Name)
@@ -583,34 +596,6 @@ func printTask(t *v1alpha1.Task) {
 	if t.Status.Images != nil {
 		fmt.Printf("    git-init:     %s\n    context-init: %s\n\n", t.Status.Images.GitInit, t.Status.Images.ContextInit)
 	}
-}
-
-// opencodeSampleAgent reads the sample Agent and puts it in the quickstart
-// namespace with the agent-opencode image just built and the model chosen.
-// The rest of the sample (command, context, credential, resources, service
-// account) stays as a user would apply it.
-func opencodeSampleAgent(path, image string, model agentModel) (*v1alpha1.Agent, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	agent := &v1alpha1.Agent{}
-	if err := yaml.Unmarshal(data, agent); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	agent.Namespace = quickstartNamespace
-	agent.Spec.AgentImage = image
-	env := []corev1.EnvVar{{Name: "OPENCODE_MODEL", Value: model.Name}}
-	if model.Config != "" {
-		env = append(env, corev1.EnvVar{Name: "OPENCODE_CONFIG_CONTENT", Value: model.Config})
-	}
-	for _, e := range agent.Spec.Env {
-		if e.Name != "OPENCODE_MODEL" && e.Name != "OPENCODE_CONFIG_CONTENT" {
-			env = append(env, e)
-		}
-	}
-	agent.Spec.Env = env
-	return agent, nil
 }
 
 // printAgentOutput shows what the agent container printed, read through the
