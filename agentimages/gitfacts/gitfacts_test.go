@@ -18,6 +18,7 @@ import (
 	"github.com/kubeopencode/kubeopencode/agentimages/gitfacts"
 	"github.com/kubeopencode/kubeopencode/api/contract"
 	"github.com/kubeopencode/kubeopencode/internal/gittest"
+	"github.com/kubeopencode/kubeopencode/internal/nettest"
 )
 
 const (
@@ -247,10 +248,10 @@ func TestUnreachableOrRefusingRemote(t *testing.T) {
 		// git names this URL in its error as it is, and a URL parser takes
 		// the userinfo up to the last "@".
 		{"password with an unencoded at sign", func() string {
-			return "http://" + gitUser + ":p@ss-" + gitPassword + "@" + gittest.ClosedPort(t) + "/" + repo.Name
+			return "http://" + gitUser + ":p@ss-" + gitPassword + "@" + nettest.ClosedPort(t) + "/" + repo.Name
 		}, "git ls-remote origin failed"},
 		{"nothing listening", func() string {
-			return "http://" + gitUser + ":" + gitPassword + "@" + gittest.ClosedPort(t) + "/" + repo.Name
+			return "http://" + gitUser + ":" + gitPassword + "@" + nettest.ClosedPort(t) + "/" + repo.Name
 		}, "git ls-remote origin failed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

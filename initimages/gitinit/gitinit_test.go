@@ -24,6 +24,7 @@ import (
 
 	"github.com/kubeopencode/kubeopencode/api/contract"
 	"github.com/kubeopencode/kubeopencode/internal/gittest"
+	"github.com/kubeopencode/kubeopencode/internal/nettest"
 )
 
 // harness runs plans against a workspace root in a temporary directory.
@@ -372,7 +373,7 @@ func TestSSH(t *testing.T) {
 func TestUnreachableHostGivesUpWithinBudget(t *testing.T) {
 	repo := gittest.NewRepo(t, gittest.RepoOptions{})
 	srv := gittest.NewSSHServer(t, repo.Root, gittest.SSHOptions{})
-	closed := gittest.ClosedPort(t)
+	closed := nettest.ClosedPort(t)
 	for _, url := range []string{"http://" + closed + "/repo.git", "ssh://git@" + closed + "/repo.git"} {
 		t.Run(url, func(t *testing.T) {
 			h := newHarness(t)

@@ -320,16 +320,6 @@ func startHTTPServer(root string, opts HTTPOptions, certDir string) (*HTTPServer
 	return s, nil
 }
 
-// ClosedPort returns a 127.0.0.1 address nothing listens on.
-func ClosedPort(tb testing.TB) string {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(tb, err)
-	addr := l.Addr().String()
-	require.NoError(tb, l.Close())
-	return addr
-}
-
 // stallWriter passes on left bytes of body, then blocks until done.
 type stallWriter struct {
 	http.ResponseWriter

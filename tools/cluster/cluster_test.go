@@ -22,20 +22,24 @@ import (
 	"github.com/kubeopencode/kubeopencode/tools/cluster"
 )
 
+// startCluster starts a cluster for the test and stops it when the test
+// ends (Stop is idempotent, so a test may stop it first to check what
+// stopping does).
+func startCluster(t *testing.T, opts cluster.Options) (*cluster.Cluster, kubernetes.Interface) {
+	t.Helper()
+	c, err := cluster.Start(t.Context(), opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Stop() })
+	cs, err := kubernetes.NewForConfig(c.RESTConfig())
+	require.NoError(t, err)
+	return c, cs
+}
+
 // TestLocalCluster starts one cluster, runs Jobs through the real
 // controller-manager, scheduler and kwok, and finally stops it.
 func TestLocalCluster(t *testing.T) {
 	ctx := t.Context()
-	c, err := cluster.Start(ctx, cluster.Options{Nodes: 2, Progress: t.Output()})
-	require.NoError(t, err)
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = c.Stop()
-		}
-	})
-	cs, err := kubernetes.NewForConfig(c.RESTConfig())
-	require.NoError(t, err)
+	c, cs := startCluster(t, cluster.Options{Nodes: 2, Progress: t.Output()})
 
 	t.Run("workloads", func(t *testing.T) {
 		t.Run("JobWithInitContainerCompletes", func(t *testing.T) {
@@ -113,7 +117,6 @@ func TestLocalCluster(t *testing.T) {
 		dir := c.Dir
 
 		require.NoError(t, c.Stop())
-		stopped = true
 		for name, pid := range pids {
 			assert.ErrorIs(t, syscall.Kill(pid, 0), syscall.ESRCH, "%s (pid %d) still exists", name, pid)
 			assert.ErrorIs(t, syscall.Kill(-pid, 0), syscall.ESRCH, "process group of %s (pgid %d) still exists", name, pid)

@@ -51,16 +51,7 @@ func TestRealNodeNetworkPolicy(t *testing.T) {
 	image := pushExiterImage(t)
 	before := hostFirewall(t)
 
-	c, err := cluster.Start(ctx, cluster.Options{RealNode: true, NetworkPolicy: true, Progress: t.Output()})
-	require.NoError(t, err)
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = c.Stop()
-		}
-	})
-	cs, err := kubernetes.NewForConfig(c.RESTConfig())
-	require.NoError(t, err)
+	c, cs := startCluster(t, cluster.Options{RealNode: true, NetworkPolicy: true, Progress: t.Output()})
 	out, err := exec.Command("iptables", "-S", "INPUT").CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	require.Contains(t, string(out), "-j KUBE-ROUTER-INPUT", "kube-router hooks INPUT once Start returns")
@@ -166,7 +157,6 @@ func TestRealNodeNetworkPolicy(t *testing.T) {
 		pid := c.PIDs()[cluster.ComponentKubeRouter]
 		require.NotZero(t, pid)
 		require.NoError(t, c.Stop())
-		stopped = true
 		assert.NoFileExists(t, fmt.Sprintf("/proc/%d/cmdline", pid), "kube-router exited")
 		after := hostFirewall(t)
 		assert.False(t, after.hasKubeRouter(), "kube-router's chains or ipsets after Stop:\n%s\n%s", after.iptables, after.ipsets)

@@ -41,19 +41,9 @@ import (
 // logs as a user sees them, and a Stop that leaves no container behind.
 func TestRealNode(t *testing.T) {
 	requireRealNodeHost(t)
-	ctx := t.Context()
 	image := pushExiterImage(t)
 
-	c, err := cluster.Start(ctx, cluster.Options{RealNode: true, Progress: t.Output()})
-	require.NoError(t, err)
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			_ = c.Stop()
-		}
-	})
-	cs, err := kubernetes.NewForConfig(c.RESTConfig())
-	require.NoError(t, err)
+	c, cs := startCluster(t, cluster.Options{RealNode: true, Progress: t.Output()})
 	assert.Equal(t, []string{cluster.RealNodeName}, c.NodeNames)
 
 	t.Run("jobs", func(t *testing.T) {
@@ -126,7 +116,6 @@ func TestRealNode(t *testing.T) {
 		dir := c.Dir
 		began := time.Now()
 		require.NoError(t, c.Stop())
-		stopped = true
 		assert.Less(t, time.Since(began), 30*time.Second, "Stop waited on the Deployment's pod")
 		out, err := exec.Command("ip", "-o", "addr", "show", "dev", "lo").CombinedOutput()
 		require.NoError(t, err, "%s", out)

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
@@ -41,16 +42,10 @@ type SampleModel struct {
 // ReadSampleAgent reads the sample Agent from the module at root, in
 // namespace ns, as a user would apply it.
 func ReadSampleAgent(root, ns string) (*v1alpha1.Agent, error) {
-	path := filepath.Join(root, SampleAgentFile)
-	data, err := os.ReadFile(path)
-	if err != nil {
+	agent := &v1alpha1.Agent{}
+	if err := readSample(root, SampleAgentFile, ns, agent); err != nil {
 		return nil, err
 	}
-	agent := &v1alpha1.Agent{}
-	if err := yaml.UnmarshalStrict(data, agent); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	agent.Namespace = ns
 	return agent, nil
 }
 
@@ -85,17 +80,25 @@ func SampleAgent(root, ns, image string, m SampleModel) (*v1alpha1.Agent, error)
 
 // SampleTask reads the sample Task from the module at root, in namespace ns.
 func SampleTask(root, ns string) (*v1alpha1.Task, error) {
-	path := filepath.Join(root, SampleTaskFile)
-	data, err := os.ReadFile(path)
-	if err != nil {
+	task := &v1alpha1.Task{}
+	if err := readSample(root, SampleTaskFile, ns, task); err != nil {
 		return nil, err
 	}
-	task := &v1alpha1.Task{}
-	if err := yaml.UnmarshalStrict(data, task); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	task.Namespace = ns
 	return task, nil
+}
+
+// readSample decodes the manifest at file (relative to root) into obj,
+// refusing fields the type does not have, and puts it in namespace ns.
+func readSample(root, file, ns string, obj client.Object) error {
+	data, err := os.ReadFile(filepath.Join(root, file))
+	if err != nil {
+		return err
+	}
+	if err := yaml.UnmarshalStrict(data, obj); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	obj.SetNamespace(ns)
+	return nil
 }
 
 // OpenAICompatible is a model served by an OpenAI-compatible API at

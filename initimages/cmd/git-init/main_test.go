@@ -16,6 +16,7 @@ import (
 	"github.com/kubeopencode/kubeopencode/api/contract"
 	"github.com/kubeopencode/kubeopencode/initimages/internal/proctest"
 	"github.com/kubeopencode/kubeopencode/internal/gittest"
+	"github.com/kubeopencode/kubeopencode/internal/nettest"
 )
 
 // TestBinary runs the statically built git-init as the pod would.
@@ -123,7 +124,7 @@ func TestBinary(t *testing.T) {
 
 	t.Run("unreachable", func(t *testing.T) {
 		p := plan("main", "unreachable")
-		p.Repository = "http://" + gittest.ClosedPort(t) + "/repo.git"
+		p.Repository = "http://" + nettest.ClosedPort(t) + "/repo.git"
 		start := time.Now()
 		r := proctest.Exec(t, bin, termLog, env(p)...)
 		assert.Equal(t, 1, r.ExitCode)
