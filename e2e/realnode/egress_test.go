@@ -70,6 +70,12 @@ func TestEgressIsolation(t *testing.T) {
 		"Git SSH server": env.git.sshAddr,
 		"API endpoint":   env.cluster.APIServiceEndpoint,
 	}
+	if p := nettest.Port(t, env.git.sshAddr); p >= 30000 && p <= 32767 {
+		// kube-router lets pods reach the node on NodePorts whatever
+		// their policies say; the SSH server's port is the kernel's
+		// choice and landed there.
+		delete(targets, "Git SSH server")
+	}
 	var steps []string
 	for _, addr := range targets {
 		steps = append(steps, "dial="+addr)
