@@ -148,9 +148,18 @@ func (e *egressLookup) apiAddresses(ctx context.Context) ([]netip.AddrPort, erro
 	return api, nil
 }
 
+// unresolvedHost stands in for every host name's address while a Task is
+// checked before admission (egressInput without lookup): TEST-NET-1
+// (RFC 5737), never written into a policy.
+var unresolvedHost = netip.MustParseAddr("192.0.2.1")
+
 // egressInput works out the EgressInput of a Task whose Agent sets
 // network.egress. A lookup that fails makes the Task wait (EgressUnresolved).
-func (r *TaskReconciler) egressInput(ctx context.Context, task *v1alpha1.Task, agent *v1alpha1.Agent) (*jobbuilder.EgressInput, *waitReason, error) {
+// Without lookup the host names get unresolvedHost: enough to check
+// everything but their addresses, for a Task not yet admitted, whose names
+// are looked up once it may start, so that it pins what they mean then and a
+// queued Task costs no DNS lookups.
+func (r *TaskReconciler) egressInput(ctx context.Context, task *v1alpha1.Task, agent *v1alpha1.Agent, lookup bool) (*jobbuilder.EgressInput, *waitReason, error) {
 	if agent.Spec.Network == nil || agent.Spec.Network.Egress == nil {
 		return nil, nil, nil
 	}
@@ -158,11 +167,17 @@ func (r *TaskReconciler) egressInput(ctx context.Context, task *v1alpha1.Task, a
 	if err != nil {
 		return nil, nil, err
 	}
-	hosts, err := r.egress.resolve(ctx, names)
-	if err != nil {
-		return nil, &waitReason{v1alpha1.ReasonEgressUnresolved, fmt.Sprintf(
-			"Agent %s network.egress: %v. The Task waits until it resolves: nothing is allowed in its place. Check the name in network.egress.allow or the Git context's repository, and the controller's DNS.",
-			agent.Name, err)}, nil
+	hosts := make(map[string][]netip.Addr, len(names))
+	if lookup {
+		if hosts, err = r.egress.resolve(ctx, names); err != nil {
+			return nil, &waitReason{v1alpha1.ReasonEgressUnresolved, fmt.Sprintf(
+				"Agent %s network.egress: %v. The Task waits until it resolves: nothing is allowed in its place. Check the name in network.egress.allow or the Git context's repository, and the controller's DNS.",
+				agent.Name, err)}, nil
+		}
+	} else {
+		for _, n := range names {
+			hosts[n] = []netip.Addr{unresolvedHost}
+		}
 	}
 	api, err := r.egress.apiAddresses(ctx)
 	if err != nil {

@@ -27,13 +27,18 @@ import (
 // hostsTable stands in for DNS: the names it knows and their addresses.
 // The API server and everything else in these tests are real.
 type hostsTable struct {
-	mu    sync.Mutex
-	names map[string][]netip.Addr
+	mu      sync.Mutex
+	names   map[string][]netip.Addr
+	lookups map[string]int // how often each name was looked up
 }
 
 func (h *hostsTable) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.lookups == nil {
+		h.lookups = map[string]int{}
+	}
+	h.lookups[host]++
 	if a, ok := h.names[host]; ok {
 		return a, nil
 	}
@@ -48,6 +53,12 @@ func (h *hostsTable) set(name string, addrs ...string) {
 		out = append(out, netip.MustParseAddr(a))
 	}
 	h.names[name] = out
+}
+
+func (h *hostsTable) count(name string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lookups[name]
 }
 
 func egressAgentObj(ns, name string, eg v1alpha1.Egress) *v1alpha1.Agent {
@@ -172,6 +183,70 @@ func TestEgressPolicyBeforeJob(t *testing.T) {
 	done := waitPhase(t, ns, "fix", v1alpha1.TaskPhaseCompleted)
 	assert.Equal(t, metav1.ConditionTrue, condition(done, v1alpha1.TaskConditionEgressEnforced).Status)
 	assert.Len(t, done.Status.Egress.Refused, 2)
+}
+
+// A Task queued behind an Agent's limit looks no name up until it may
+// start; one whose name does not resolve once admitted gives its slot to
+// the next Task rather than holding it while it waits.
+func TestEgressQueuedTasksResolveWhenAdmitted(t *testing.T) {
+	hosts := &hostsTable{names: map[string][]netip.Addr{}}
+	hosts.set("model.example.test", "198.51.100.7")
+	startController(t, func(o *controller.Options) { o.HostResolver = hosts })
+	ns := namespace(t)
+	agent := egressAgentObj(ns, "fenced", v1alpha1.Egress{Allow: []v1alpha1.EgressRule{{Host: "model.example.test", Ports: []int32{443}}}})
+	agent.Spec.MaxConcurrentTasks = ptr.To[int32](1)
+	create(t, agent)
+
+	first := newTask(ns, "first")
+	first.Spec.AgentRef = "fenced"
+	create(t, first)
+	waitPhase(t, ns, "first", v1alpha1.TaskPhaseRunning)
+	assert.Equal(t, 1, hosts.count("model.example.test"), "the admitted Task looked its name up")
+
+	// Behind it: one whose Git host does not resolve, then one that would run.
+	unresolved := newTask(ns, "second")
+	unresolved.Spec.AgentRef = "fenced"
+	unresolved.Spec.Contexts = []v1alpha1.ContextItem{{Type: v1alpha1.ContextTypeGit, MountPath: "/workspace/app", Git: &v1alpha1.GitContext{Repository: "https://git.gone.test/acme/app.git"}}}
+	create(t, unresolved)
+	waitPhase(t, ns, "second", v1alpha1.TaskPhaseQueued)
+	time.Sleep(time.Second) // CreationTimestamp has one-second resolution: keep the order
+	third := newTask(ns, "third")
+	third.Spec.AgentRef = "fenced"
+	create(t, third)
+	waitPhase(t, ns, "third", v1alpha1.TaskPhaseQueued)
+	for i := range 3 {
+		tk := getTask(t, ns, "third")
+		tk.Annotations = map[string]string{"touch": strconv.Itoa(i)}
+		require.NoError(t, k8s.Update(context.Background(), tk))
+	}
+	time.Sleep(time.Second)
+	assert.Equal(t, 1, hosts.count("model.example.test"), "queued Tasks looked nothing up")
+	assert.Zero(t, hosts.count("git.gone.test"))
+
+	// The slot frees: the second Task is admitted, cannot resolve its Git
+	// host and waits Pending, looking it up again without a slot; the third
+	// takes the slot.
+	finishJob(t, ns, "first", true, "")
+	waitPhase(t, ns, "first", v1alpha1.TaskPhaseCompleted)
+	running := waitPhase(t, ns, "third", v1alpha1.TaskPhaseRunning)
+	assert.Equal(t, []string{"DNS to the cluster resolver (kube-system pods k8s-app=kube-dns) UDP,TCP 53", "model.example.test (198.51.100.7) TCP 443"}, running.Status.Egress.Allowed)
+	eventually(t, 10*time.Second, "the second Task to look its Git host up again while it waits", func() bool { return hosts.count("git.gone.test") >= 2 })
+	waiting := getTask(t, ns, "second")
+	ready := condition(waiting, v1alpha1.TaskConditionReady)
+	require.NotNil(t, ready, "%+v", waiting.Status)
+	assert.Equal(t, v1alpha1.ReasonEgressUnresolved, ready.Reason)
+	assert.Contains(t, ready.Message, `host "git.gone.test" does not resolve`)
+	assert.Equal(t, v1alpha1.TaskPhasePending, waiting.Status.Phase, "it waits for its name, not in the queue")
+	_, ok := getJob(t, ns, "second")
+	assert.False(t, ok)
+
+	// Once it resolves, the Task queues again for a slot and starts when
+	// the third ends.
+	hosts.set("git.gone.test", "203.0.113.20")
+	waitPhase(t, ns, "second", v1alpha1.TaskPhaseQueued)
+	finishJob(t, ns, "third", true, "")
+	started := waitPhase(t, ns, "second", v1alpha1.TaskPhaseRunning)
+	assert.Contains(t, started.Status.Egress.Allowed, "Git https://git.gone.test/acme/app.git: git.gone.test (203.0.113.20) TCP 443")
 }
 
 func TestEgressNotEnforcedFailsTheTaskAndWarnsOnTheAgent(t *testing.T) {

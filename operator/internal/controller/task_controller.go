@@ -182,7 +182,12 @@ func (r *TaskReconciler) ended(ctx context.Context, task *v1alpha1.Task) {
 	if done, err := jobFinishedInCache(ctx, r.Client, task.Namespace, task.Status.JobName, task.UID); err != nil || !(done || r.admission.hasLeft(task.UID)) {
 		wake = append(wake, r.admission.nextInQueue(ctx, r.Client, task.Namespace, task.AgentName(), int(agentLimit(ctx, r.Client, task.Namespace, task.AgentName())))...)
 	}
-	for _, nn := range wake {
+	r.wake(ctx, wake)
+}
+
+// wake reconciles the Tasks named.
+func (r *TaskReconciler) wake(ctx context.Context, tasks []types.NamespacedName) {
+	for _, nn := range tasks {
 		t := &v1alpha1.Task{}
 		t.Namespace, t.Name = nn.Namespace, nn.Name
 		// The channel's reader moves kicks straight to the work queue, so
@@ -261,7 +266,14 @@ func (r *TaskReconciler) start(ctx context.Context, task *v1alpha1.Task) (reconc
 		pull = sys.ImagePullPolicy
 	}
 
-	egressIn, wait, err := r.egressInput(ctx, task, agent)
+	// Host names are looked up once the Task is admitted, so that queued
+	// Tasks cost no lookups; one that waits for a name to resolve looks it
+	// up here instead, and holds no slot while it waits.
+	unresolved := false
+	if c := meta.FindStatusCondition(task.Status.Conditions, v1alpha1.TaskConditionReady); c != nil && c.Reason == v1alpha1.ReasonEgressUnresolved {
+		unresolved = true
+	}
+	egressIn, wait, err := r.egressInput(ctx, task, agent, unresolved)
 	var berr *jobbuilder.Error
 	if errors.As(err, &berr) {
 		return reconcile.Result{}, r.fail(ctx, task, v1alpha1.TaskConditionReady, berr.Reason, berr.Message, nil)
@@ -295,6 +307,32 @@ func (r *TaskReconciler) start(ctx context.Context, task *v1alpha1.Task) (reconc
 	}
 	if !ok {
 		return reconcile.Result{}, r.queue(ctx, task, agent, position)
+	}
+
+	if egressIn != nil && !unresolved {
+		// Admitted: now the host names are looked up, and the Task's
+		// objects built from their addresses (the ones above only checked
+		// the Task).
+		if in.Egress, wait, err = r.egressInput(ctx, task, agent, true); err != nil || wait != nil {
+			r.admission.release(task)
+			if err != nil {
+				return reconcile.Result{}, err
+			}
+			// Pending, the Task holds no place in the queue: the slot it
+			// was given goes to the next Task.
+			if err := r.wait(ctx, task, wait.reason, wait.message); err != nil {
+				return reconcile.Result{}, err
+			}
+			r.wake(ctx, r.admission.nextInQueue(ctx, r.Client, task.Namespace, task.AgentName(), int(limit)))
+			return reconcile.Result{RequeueAfter: recheckMissing}, nil
+		}
+		if out, err = jobbuilder.Build(in); err != nil {
+			r.admission.release(task)
+			if errors.As(err, &berr) {
+				return reconcile.Result{}, r.fail(ctx, task, v1alpha1.TaskConditionReady, berr.Reason, berr.Message, nil)
+			}
+			return reconcile.Result{}, err
+		}
 	}
 
 	// The policy first: the pod must never exist without it.
