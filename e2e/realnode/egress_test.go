@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"net/url"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,11 +19,6 @@ import (
 	"github.com/kubeopencode/kubeopencode/api/v1alpha1"
 	"github.com/kubeopencode/kubeopencode/internal/nettest"
 )
-
-// metadataAddress is where clouds serve instance metadata; the test puts a
-// server there on this host, which pods reach through the bridge as they
-// would reach a real one.
-const metadataAddress = "169.254.169.254"
 
 // TestEgressIsolation runs the same agent twice, in parallel: once under an
 // Agent with network.egress allowing only the model's host (and,
@@ -43,16 +37,17 @@ func TestEgressIsolation(t *testing.T) {
 
 	bridge, err := bridgeAddress()
 	require.NoError(t, err)
-	nettest.AddLoopbackAddress(t, metadataAddress)
-	metadata := nettest.Serve(t, net.JoinHostPort(metadataAddress, "80"))
+	// Pods reach a server on this host's lo through the bridge as they
+	// would reach a real metadata service.
+	nettest.AddLoopbackAddress(t, nettest.MetadataAddress)
+	metadata := nettest.Serve(t, net.JoinHostPort(nettest.MetadataAddress, "80"))
 	// Another server on the host the allowed ones run on: only the port
 	// tells it apart.
 	other := nettest.ServeOutsideNodePorts(t, bridge)
 
 	modelURL, err := url.Parse(env.model.URL)
 	require.NoError(t, err)
-	modelPort, err := strconv.Atoi(modelURL.Port())
-	require.NoError(t, err)
+	modelPort := nettest.Port(t, modelURL.Host)
 	model := net.JoinHostPort(modelHost, modelURL.Port())
 	gitURL, err := url.Parse(env.git.httpURL)
 	require.NoError(t, err)
@@ -70,7 +65,7 @@ func TestEgressIsolation(t *testing.T) {
 		"Git SSH server": env.git.sshAddr,
 		"API endpoint":   env.cluster.APIServiceEndpoint,
 	}
-	if p := nettest.Port(t, env.git.sshAddr); p >= 30000 && p <= 32767 {
+	if nettest.InNodePortRange(nettest.Port(t, env.git.sshAddr)) {
 		// kube-router lets pods reach the node on NodePorts whatever
 		// their policies say; the SSH server's port is the kernel's
 		// choice and landed there.
@@ -88,9 +83,10 @@ func TestEgressIsolation(t *testing.T) {
 	}}
 	// The unfenced Agent reaches its servers by address: without
 	// network.egress nothing pins the names in its pod.
+	byAddress := strings.NewReplacer(modelHost, bridge, gitHost, bridge)
 	var openSteps []string
 	for _, s := range steps {
-		openSteps = append(openSteps, strings.NewReplacer(modelHost, bridge, gitHost, bridge).Replace(s))
+		openSteps = append(openSteps, byAddress.Replace(s))
 	}
 	create(t, fenced)
 	create(t, echoAgent(ns, "open", openSteps...))
@@ -107,7 +103,7 @@ func TestEgressIsolation(t *testing.T) {
 	requireCompleted(t, open)
 	openOut := agentOutput(t, open)
 	for what, addr := range targets {
-		addr = strings.NewReplacer(modelHost, bridge, gitHost, bridge).Replace(addr)
+		addr = byAddress.Replace(addr)
 		assert.Equal(t, "ok", openOut.dials[addr], "without network.egress the pod reaches the %s at %s: the servers answer pods", what, addr)
 	}
 	assert.Nil(t, open.Status.Egress, "a Task of an Agent without network.egress has no egress status")

@@ -34,14 +34,22 @@ func Serve(t testing.TB, addr string) string {
 	return l.Addr().String()
 }
 
+// MetadataAddress is where clouds serve instance metadata; tests put a
+// server there (AddLoopbackAddress) to stand in for it.
+const MetadataAddress = "169.254.169.254"
+
+// InNodePortRange says whether port is in Kubernetes' default NodePort range,
+// 30000-32767, which some network plugins (kube-router among them) let pods
+// reach on the node whatever their NetworkPolicies say.
+func InNodePortRange(port int) bool { return port >= 30000 && port <= 32767 }
+
 // ServeOutsideNodePorts is Serve on a free port of ip outside the NodePort
-// range 30000-32767, which some network plugins (kube-router among them)
-// let pods reach on the node whatever their NetworkPolicies say.
+// range (InNodePortRange).
 func ServeOutsideNodePorts(t testing.TB, ip string) string {
 	t.Helper()
 	for range 20 {
 		addr := Serve(t, net.JoinHostPort(ip, "0"))
-		if p := Port(t, addr); p < 30000 || p > 32767 {
+		if !InNodePortRange(Port(t, addr)) {
 			return addr
 		}
 	}

@@ -28,10 +28,6 @@ import (
 	"github.com/kubeopencode/kubeopencode/tools/cluster"
 )
 
-// metadataAddress stands in for a cloud's instance metadata service, the
-// address an agent must not reach.
-const metadataAddress = "169.254.169.254"
-
 func TestNetworkPolicyNeedsRealNode(t *testing.T) {
 	_, err := cluster.Start(t.Context(), cluster.Options{NetworkPolicy: true})
 	require.ErrorContains(t, err, "Options.NetworkPolicy needs Options.RealNode")
@@ -68,8 +64,8 @@ func TestRealNodeNetworkPolicy(t *testing.T) {
 	require.NoError(t, err)
 	serverA := nettest.ServeOutsideNodePorts(t, bridge)
 	serverB := nettest.ServeOutsideNodePorts(t, bridge)
-	nettest.AddLoopbackAddress(t, metadataAddress)
-	metadata := nettest.Serve(t, net.JoinHostPort(metadataAddress, "80"))
+	nettest.AddLoopbackAddress(t, nettest.MetadataAddress)
+	metadata := nettest.Serve(t, net.JoinHostPort(nettest.MetadataAddress, "80"))
 	targets := []struct{ name, addr string }{
 		{"A", serverA}, {"B", serverB}, {"kubernetes Service", c.APIServiceAddress}, {"metadata", metadata},
 	}
@@ -130,7 +126,7 @@ func TestRealNodeNetworkPolicy(t *testing.T) {
 		p, err := cs.NetworkingV1().NetworkPolicies(ns).Get(ctx, policy.Name, metav1.GetOptions{})
 		require.NoError(t, err)
 		p.Spec.Egress = []networkingv1.NetworkPolicyEgressRule{{
-			To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0", Except: []string{metadataAddress + "/32"}}}},
+			To: []networkingv1.NetworkPolicyPeer{{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0", Except: []string{nettest.MetadataAddress + "/32"}}}},
 		}}
 		updated := time.Now()
 		_, err = cs.NetworkingV1().NetworkPolicies(ns).Update(ctx, p, metav1.UpdateOptions{})

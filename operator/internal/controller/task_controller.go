@@ -498,9 +498,10 @@ func (r *TaskReconciler) follow(ctx context.Context, task *v1alpha1.Task) (recon
 		}
 		return reconcile.Result{}, r.finish(ctx, task, jobOutcome(job, pods.Items))
 	}
+	pod := newestPod(pods.Items)
 	if task.Status.Egress != nil {
 		patch := lockedPatch(task)
-		if applyEgressVerdict(task, newestPod(pods.Items)) {
+		if applyEgressVerdict(task, pod) {
 			if err := r.Client.Status().Patch(ctx, task, patch); err != nil {
 				return reconcile.Result{}, err
 			}
@@ -510,8 +511,8 @@ func (r *TaskReconciler) follow(ctx context.Context, task *v1alpha1.Task) (recon
 		}
 	}
 	if r.transcripts != nil {
-		if p := newestPod(pods.Items); agentStarted(p) {
-			r.transcripts.ensure(task, p)
+		if agentStarted(pod) {
+			r.transcripts.ensure(task, pod)
 		}
 	}
 	if !cached {
@@ -519,7 +520,7 @@ func (r *TaskReconciler) follow(ctx context.Context, task *v1alpha1.Task) (recon
 		// succeeded, and its conditions are still being written): look again.
 		return reconcile.Result{RequeueAfter: time.Second}, nil
 	}
-	if t := podTrouble(newestPod(pods.Items)); t != nil {
+	if t := podTrouble(pod); t != nil {
 		return r.troubled(ctx, task, job, t)
 	}
 	if len(pods.Items) == 0 && job.Status.Active == 0 {
